@@ -92,7 +92,8 @@ def path_logprobs(log_a: torch.Tensor, log_b: torch.Tensor, alpha: float, temper
     elif alpha == 1.0:
         mixed = log_b
     else:
-        mixed = torch.lerp(log_a, log_b, alpha) if math.isfinite(alpha) else log_a * math.nan
+        # a 0-dim tensor keeps float32 arithmetic; an α past float32's range overflows to inf and is caught
+        mixed = log_a + (log_b - log_a) * torch.tensor(alpha, dtype=log_a.dtype, device=log_a.device)
     return torch.log_softmax(mixed / temperature, dim=-1)
 
 

@@ -100,6 +100,24 @@ def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def encode_prompt(tokenizer, prompt: Prompt, chat: bool | None = None, *, which: str = "model") -> list[int]:
+    """Token ids of a prompt: chat messages through the tokenizer's chat template; a text prompt
+    through the template too when ``chat`` is true (None: when the tokenizer has a template), else raw."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    use_chat = chat if chat is not None else has_template
+    if prompt.messages is not None or use_chat:
+        if not has_template:
+            raise ValueError(f"prompt {prompt.id!r} is a chat but the {which} tokenizer has no chat template")
+        ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+    else:
+        ids = tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt {prompt.id!r} encodes to no tokens")
+    return list(map(int, ids))
+
+
 class PathSampler:
     """Batched sampling from a point (or proposal) of the logit path between two models.
 
@@ -155,21 +173,14 @@ class PathSampler:
         cache_key = (prompt.content_hash, 0 if which == "reference" else 1)
         if cache_key not in self._prompt_cache:
             tok = (self.pair.reference if which == "reference" else self.pair.target).tokenizer
-            use_chat = self.chat if self.chat is not None else bool(getattr(tok, "chat_template", None))
-            if prompt.messages is not None or use_chat:
-                if not getattr(tok, "chat_template", None):
-                    raise ValueError(
-                        f"prompt {prompt.id!r} is a chat but the {which} tokenizer has no chat template"
-                    )
-                ids = tok.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True)
-                if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-                    ids = ids["input_ids"]
-            else:
-                ids = tok(prompt.text, add_special_tokens=True)["input_ids"]
-            if not ids:
-                raise ValueError(f"prompt {prompt.id!r} encodes to no tokens")
-            self._prompt_cache[cache_key] = list(map(int, ids))
+            self._prompt_cache[cache_key] = encode_prompt(tok, prompt, self.chat, which=which)
         return self._prompt_cache[cache_key]
+
+    def scorer(self, batch_size: int = 8):
+        """A teacher-forced :class:`~tailscope.scoring.Scorer` with this sampler's pair, temperature and prompt encoding."""
+        from .scoring import Scorer
+
+        return Scorer(self.pair, temperature=self.temperature, chat=self.chat, batch_size=batch_size)
 
     # --------------------------------------------------------------- sampling
     def sample(

