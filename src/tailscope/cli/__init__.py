@@ -20,6 +20,18 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    """Find and measure the rare behaviours of language models."""
+    if version:
+        from .. import __version__
+
+        typer.echo(f"tailscope {__version__}")
+        raise typer.Exit()
+
+
 def _register_all() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
