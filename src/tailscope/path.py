@@ -94,6 +94,8 @@ def path_logprobs(log_a: torch.Tensor, log_b: torch.Tensor, alpha: float, temper
     else:
         # a 0-dim tensor keeps float32 arithmetic; an α past float32's range overflows to inf and is caught
         mixed = log_a + (log_b - log_a) * torch.tensor(alpha, dtype=log_a.dtype, device=log_a.device)
+    if temperature == 1.0 and alpha in (0.0, 1.0):
+        return mixed  # already normalised
     return torch.log_softmax(mixed / temperature, dim=-1)
 
 
