@@ -1,0 +1,82 @@
+"""`tailscope lowprob ...`: low-probability estimation over input distributions (METHODS.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+DEFAULT_TRUTH = "src/tailscope/lowprob/data/ground_truth"
+
+
+def _split(value: str, known: list[str], what: str) -> list[str]:
+    names = known if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown {what} {unknown}; choose from {known} or 'all'")
+    return names
+
+
+def register(app: typer.Typer) -> None:
+    lowprob = typer.Typer(help="Estimate rare argmax tokens over input distributions (Wu & Hilton).",
+                          no_args_is_help=True)
+    app.add_typer(lowprob, name="lowprob")
+
+    @lowprob.command("build-models")
+    def build_models(
+        out: Path = typer.Option(Path("src/tailscope/lowprob/data"), help="Where to write tokenizer and models."),
+        models: str = typer.Option("all", help="Comma-separated model names (L1, L2, L4) or 'all'."),
+    ) -> None:
+        """Train the benchmark tokenizer and models on the standard library's source (deterministic)."""
+        from tailscope.lowprob.recipe import MODEL_SPECS, build_all
+
+        build_all(out, names=_split(models, list(MODEL_SPECS), "models"))
+
+    @lowprob.command("ground-truth")
+    def ground_truth(
+        models: str = typer.Option("all", help="Comma-separated benchmark models or 'all'."),
+        distributions: str = typer.Option("all", help="Comma-separated distributions or 'all'."),
+        inputs: int = typer.Option(2**24, help="Draws per (model, distribution) pair."),
+        chunk_size: int = typer.Option(2**16, help="Draws per saved chunk."),
+        out: Path = typer.Option(Path(DEFAULT_TRUTH), help="Directory of the count files."),
+        threads: int = typer.Option(1, help="torch CPU threads."),
+        seed: int = typer.Option(0, help="Base seed of the draws."),
+    ) -> None:
+        """Count the argmax over many draws, round-robin over pairs; stop and rerun to continue."""
+        import torch
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from tailscope.lowprob import zoo
+        from tailscope.lowprob.distributions import DISTRIBUTIONS
+        from tailscope.lowprob.groundtruth import extend_ground_truth, ground_truth_path, load_ground_truth
+        from tailscope.lowprob.lm import LowProbModel
+
+        torch.set_num_threads(threads)
+        model_list = _split(models, zoo.model_names(), "models")
+        dist_list = _split(distributions, list(DISTRIBUTIONS), "distributions")
+        tokenizer = zoo.load_tokenizer()
+        lms = {m: LowProbModel(zoo.load_model(m), batch_size=8192) for m in model_list}
+        dists = {d: zoo.load_distribution(d, tokenizer=tokenizer) for d in dist_list}
+        pairs = [(m, d) for m in model_list for d in dist_list]
+
+        def done(pair: tuple[str, str]) -> int:
+            path = ground_truth_path(out, *pair)
+            return load_ground_truth(path).inputs if path.exists() else 0
+
+        progress_by_pair = {p: done(p) for p in pairs}
+        total = len(pairs) * inputs
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn()) as progress:
+            task = progress.add_task("brute force", total=total,
+                                     completed=sum(min(v, inputs) for v in progress_by_pair.values()))
+            while True:
+                pending = [p for p in pairs if progress_by_pair[p] < inputs]
+                if not pending:
+                    break
+                pair = min(pending, key=lambda p: progress_by_pair[p])
+                progress.update(task, description=f"{pair[0]}/{pair[1]}")
+                truth = extend_ground_truth(lms[pair[0]], dists[pair[1]], ground_truth_path(out, *pair),
+                                            model=pair[0], inputs=inputs, chunk_size=chunk_size, seed=seed,
+                                            max_chunks=1)
+                progress.advance(task, truth.inputs - progress_by_pair[pair])
+                progress_by_pair[pair] = truth.inputs
