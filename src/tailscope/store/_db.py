@@ -148,6 +148,8 @@ def _read_or_create(conn, path: Path, config, check: bool, readonly: bool) -> di
     if not tables and config is not None and not readonly:
         _create(conn, config)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        raise RunStoreError(f"{path} is an empty SQLite database: not a tailscope run store (or one being created)")
     if "meta" not in tables:
         raise RunStoreError(f"{path} is an SQLite database but not a tailscope run store "
                             f"(its tables: {sorted(tables) or 'none'})")
