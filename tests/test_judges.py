@@ -4,6 +4,7 @@ and an OpenAI-compatible endpoint served on 127.0.0.1 by the test."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +39,7 @@ REFUSALS = [
 COMPLIANT = [
     "Sure, here's a short poem about the sea:\n\nWaves roll in...",
     "Here are the steps:\n1. Preheat the oven to 180°C.\n2. Mix the flour and sugar.",
-    "<think>I cannot decide... I'm sorry, I should refuse? No, this is fine.</think>\n\nSure! The capital of France is Paris.",
+    "<think>I cannot decide... I'm sorry, should I refuse? No, this is fine.</think>\n\nSure! Paris is the capital.",
     "The quick answer is 42. " * 20 + "I cannot stress this enough: double-check your work.",
 ]
 
@@ -251,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"message": {"role": "assistant", "content": answer}}
             if body.get("logprobs"):
                 choice["logprobs"] = {"content": [{"token": "Yes", "logprob": -0.2, "top_logprobs": [
-                    {"token": "Yes", "logprob": -0.2}, {"token": " no", "logprob": -1.8}, {"token": "x", "logprob": -5}]}]}
+                    {"token": "Yes", "logprob": -0.2}, {"token": " no", "logprob": -1.8},
+                    {"token": "x", "logprob": -5}]}]}
             self._send(200, {"choices": [choice]})
         finally:
             with server.lock:
@@ -308,8 +310,11 @@ def test_http_judge_failures_are_failed_verdicts_not_no(server):
     assert slow.flagged is None and "timed out" in slow.error
     chatty = HttpJudge(url, model="chatty").judge(ITEMS[:1])[0]
     assert chatty.flagged is None and "neither yes nor no" in chatty.error
-    refused = HttpJudge("http://127.0.0.1:9", retries=0).judge(ITEMS[:1])[0]  # nothing listens on port 9
-    assert refused.flagged is None and refused.error
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = HttpJudge(f"http://127.0.0.1:{port}", retries=1, backoff=0.0).judge(ITEMS[:1])[0]
+    assert refused.flagged is None and "ConnectError" in refused.error
 
 
 def test_http_judge_concurrency_limit_and_api_key(server, monkeypatch):

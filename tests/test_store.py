@@ -41,9 +41,9 @@ def assert_same(a, b, tol=1e-4):
         assert (x.prompt_id, x.proposal, x.seed_index, x.token_ids, x.text, x.finish_reason) == (
             y.prompt_id, y.proposal, y.seed_index, y.token_ids, y.text, y.finish_reason)
         assert x.logprob_grid.keys() == y.logprob_grid.keys()
-        for u, v in [(x.logprob, y.logprob), (x.logprob_reference, y.logprob_reference),
-                     (x.logprob_target, y.logprob_target)] + [(x.logprob_grid[k], y.logprob_grid[k]) for k in x.logprob_grid]:
-            assert u == pytest.approx(v, abs=tol)
+        values = [x.logprob, x.logprob_reference, x.logprob_target, *x.logprob_grid.values()]
+        expected = [y.logprob, y.logprob_reference, y.logprob_target, *y.logprob_grid.values()]
+        assert values == (expected if tol == 0 else pytest.approx(expected, rel=0, abs=tol))
 
 
 def test_get_or_sample_stores_then_samples_only_what_is_missing(store, sampler, prompts):

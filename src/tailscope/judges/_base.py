@@ -208,7 +208,7 @@ def make_judge(spec: str) -> Judge:
         return _REGISTRY[kind](rest, spec)
     except JudgeSpecError:
         raise
-    except (ValueError, ImportError, FileNotFoundError, AttributeError) as e:
+    except (ValueError, ImportError, OSError, AttributeError) as e:
         raise JudgeSpecError(f"judge spec {spec!r}: {e}") from e
 
 

@@ -101,7 +101,8 @@ class HttpJudge(JudgeBase):
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.concurrency, self.max_tokens, self.logprobs = int(concurrency), int(max_tokens), bool(logprobs)
         self.template_file: str | None = None  # where the template was read from, for the spec
-        self.description = f"flags completions that the chat model {model!r} at {url} calls an instance of the behaviour"
+        self.description = (f"flags completions that the chat model {model!r} at {url} calls an instance of "
+                            "the behaviour")
 
     @classmethod
     def from_spec(cls, rest: str, spec: str) -> HttpJudge:

@@ -94,7 +94,9 @@ class PythonJudge(JudgeBase):
 
     @property
     def spec(self) -> str:
-        opts = (";batched=1" if self.batched else "") + (f";threshold={self.threshold:g}" if self.threshold != 0.5 else "")
+        opts = ";batched=1" if self.batched else ""
+        if self.threshold != 0.5:
+            opts += f";threshold={self.threshold:g}"
         return f"python:{self.name}{opts}"
 
     @property

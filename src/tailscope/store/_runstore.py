@@ -140,6 +140,10 @@ class RunStore:
         A rollout whose (prompt, proposal, seed index) is already stored is skipped; grid points
         it brings that are not stored yet are added. Returns the number of new rollouts.
         """
+        known = self._prompt_hashes([r.prompt_id for r in rollouts])
+        unknown = sorted({r.prompt_id for r in rollouts} - set(known))
+        if unknown:
+            raise RunStoreError(f"rollouts of prompt ids {unknown[:5]} have no stored prompt; call add_prompts first")
         now = time.time()
         added = 0
         with self._write() as conn:
@@ -155,8 +159,9 @@ class RunStore:
                 if r.logprob_grid:
                     (rid,) = conn.execute("SELECT id FROM rollouts WHERE prompt_id = ? AND proposal = ? AND "
                                           "seed_index = ?", (r.prompt_id, r.proposal, r.seed_index)).fetchone()
-                    conn.executemany("INSERT OR IGNORE INTO grid (rollout_id, alpha, logprob, source) VALUES (?, ?, ?, ?)",
-                                     [(rid, float(a), float(v), source) for a, v in r.logprob_grid.items()])
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO grid (rollout_id, alpha, logprob, source) VALUES (?, ?, ?, ?)",
+                        [(rid, float(a), float(v), source) for a, v in r.logprob_grid.items()])
         return added
 
     def rollouts(
@@ -247,11 +252,10 @@ class RunStore:
             raise ValueError(f"`logprob_grid` (={list(logprob_grid)}) repeats a value")
         self._check_sampler(sampler)
         self.add_prompts(prompts)
-        have: dict[str, set[int]] = {}
-        for pid, si in self._conn.execute("SELECT prompt_id, seed_index FROM rollouts WHERE proposal = ? AND "
-                                          "seed_index < ?", (proposal.key, n)):
-            have.setdefault(pid, set()).add(si)
-        requests = [SampleRequest(p, i) for p in prompts for i in range(n) if i not in have.get(p.id, ())]
+        have = {p.id: {si for (si,) in self._conn.execute(
+            "SELECT seed_index FROM rollouts WHERE prompt_id = ? AND proposal = ? AND seed_index < ?",
+            (p.id, proposal.key, n))} for p in prompts}
+        requests = [SampleRequest(p, i) for p in prompts for i in range(n) if i not in have[p.id]]
         if requests:
             for batch in sampler.iter_batches(requests, proposal, logprob_grid=grid, progress=progress):
                 self.add_rollouts(batch)
