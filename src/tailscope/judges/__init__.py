@@ -4,7 +4,17 @@ Build one from a spec with :func:`make_judge` (``refusal``, ``regex:PATTERN``, `
 ``hf:PATH``, ``http:URL``, ``python:module:function``) or construct the classes directly.
 """
 
-from ._base import Judge, JudgeBase, JudgeSpecError, Verdict, content_hash, judge_kinds, make_judge, register_judge
+from ._base import (
+    Judge,
+    JudgeBase,
+    JudgeSpecError,
+    Verdict,
+    content_hash,
+    judge_kinds,
+    make_judge,
+    register_judge,
+    split_options,
+)
 from ._hf import HFJudge
 from ._http import HttpJudge
 from ._python import PythonJudge
@@ -26,5 +36,6 @@ __all__ = [
     "make_judge",
     "normalize_reply",
     "register_judge",
+    "split_options",
     "strip_reasoning",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "judge_kinds",
     "make_judge",
     "register_judge",
+    "split_options",
 ]
 
 Item = tuple[str, str]

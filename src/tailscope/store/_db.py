@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, config_differences
 
@@ -133,7 +134,7 @@ def connect(path: Path, config: Mapping[str, Any] | None, *, readonly: bool, che
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    target = f"file:{path.resolve()}?mode=ro" if readonly else str(path)
+    target = f"file:{quote(str(path.resolve()))}?mode=ro" if readonly else str(path)
     conn = sqlite3.connect(target, uri=readonly, timeout=60.0, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 60000")
     if not readonly:
