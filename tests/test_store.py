@@ -153,7 +153,7 @@ def test_foreign_corrupt_and_missing_files_give_clear_errors(tmp_path, sampler, 
 
 
 def test_readers_see_whole_batches_while_a_run_writes(tmp_path, sampler, prompts):
-    path = tmp_path / "busy.sqlite"
+    path = tmp_path / "busy run #1.sqlite"  # read-only URIs must quote such names
     with RunStore.open(path, run_config(sampler)) as s:
         base = s.get_or_sample(sampler, prompts[0], 1.0, 4)
     batches, size = 40, 4
