@@ -118,7 +118,7 @@ class RunStore:
             if p.id in stored and stored[p.id] != p.content_hash:
                 raise RunStoreError(
                     f"prompt {p.id!r} differs from the prompt this run stored under that id "
-                    f"({self.prompts()[p.id].preview()!r} vs {p.preview()!r}); give it a new id or use a new run"
+                    f"({self._prompt(p.id).preview()!r} vs {p.preview()!r}); give it a new id or use a new run"
                 )
         if new:
             with self._write() as conn:
@@ -126,8 +126,18 @@ class RunStore:
                                  [(p.id, p.content_hash, _prompt_record(p)) for p in new])
 
     def _prompt_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        wanted = set(ids)
-        return {i: h for i, h in self._conn.execute("SELECT id, content_hash FROM prompts") if i in wanted}
+        out = {}
+        for pid in set(ids):
+            row = self._conn.execute("SELECT content_hash FROM prompts WHERE id = ?", (pid,)).fetchone()
+            if row is not None:
+                out[pid] = row[0]
+        return out
+
+    def _prompt(self, prompt_id: str) -> Prompt:
+        row = self._conn.execute("SELECT data FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        if row is None:
+            raise RunStoreError(f"no prompt {prompt_id!r} in the run {self.path}")
+        return _prompt_from_record(row[0])
 
     def prompts(self) -> dict[str, Prompt]:
         """The run's prompts by id."""
@@ -297,19 +307,35 @@ class RunStore:
         self.add_rollouts(scored, source="scored")
 
     # ------------------------------------------------------------------ verdicts
-    def _rollout_ids(self, rollouts: Sequence[Rollout]) -> list[int]:
-        index = {(p, k, s): i for i, p, k, s in
-                 self._conn.execute("SELECT id, prompt_id, proposal, seed_index FROM rollouts")}
-        ids, missing = [], []
-        for r in rollouts:
-            rid = index.get((r.prompt_id, r.proposal, r.seed_index))
-            if rid is None:
-                missing.append(f"({r.prompt_id!r}, {r.proposal!r}, {r.seed_index})")
-            ids.append(rid)
+    def _stored_verdicts(self, fp: str, rollouts: Sequence[Rollout]) -> tuple[list[int], dict[int, Verdict]]:
+        """The rollouts' row ids and their stored verdicts by this judge, by indexed lookups per
+        (prompt, proposal): cheap when an estimator judges one prompt at a time in a large run."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(rollouts):
+            groups.setdefault((r.prompt_id, r.proposal), []).append(i)
+        ids: list[int] = [0] * len(rollouts)
+        stored: dict[int, Verdict] = {}
+        missing = []
+        for (pid, prop), positions in groups.items():
+            index = dict(self._conn.execute("SELECT seed_index, id FROM rollouts WHERE prompt_id = ? AND proposal = ?",
+                                            (pid, prop)))
+            for i in positions:
+                if rollouts[i].seed_index not in index:
+                    missing.append(f"({pid!r}, {prop!r}, {rollouts[i].seed_index})")
+                ids[i] = index.get(rollouts[i].seed_index, 0)
+            for rid, flagged, score, error in self._conn.execute(
+                    "SELECT v.rollout_id, v.flagged, v.score, v.error FROM verdicts v JOIN rollouts r "
+                    "ON r.id = v.rollout_id WHERE v.judge = ? AND r.prompt_id = ? AND r.proposal = ?", (fp, pid, prop)):
+                stored[rid] = Verdict.failed(error) if error is not None else Verdict(bool(flagged), score)
         if missing:
             raise RunStoreError(f"{len(missing)} rollouts are not stored in the run {self.path} (first: "
                                 f"{missing[0]}); store them with get_or_sample or add_rollouts first")
-        return ids
+        return ids, stored
+
+    def _verdict_by_content(self, fp: str, key: str) -> Verdict | None:
+        row = self._conn.execute("SELECT flagged, score FROM verdicts WHERE judge = ? AND content_hash = ? AND "
+                                 "error IS NULL LIMIT 1", (fp, key)).fetchone()
+        return None if row is None else Verdict(bool(row[0]), row[1])
 
     def judge(
         self,
@@ -328,36 +354,33 @@ class RunStore:
         if batch_size < 1:
             raise ValueError(f"`batch_size` (={batch_size}) must be >= 1")
         fp = judge.fingerprint
-        ids = self._rollout_ids(rollouts)
-        texts = {pid: _judge_prompt_text(p) for pid, p in self.prompts().items()}
+        ids, verdicts = self._stored_verdicts(fp, rollouts)
+        texts = {pid: _judge_prompt_text(self._prompt(pid)) for pid in {r.prompt_id for r in rollouts}}
         items = [(texts[r.prompt_id], r.text) for r in rollouts]
         keys = [content_hash(*item) for item in items]
         with self._write() as conn:
             conn.execute("INSERT OR IGNORE INTO judges (fingerprint, spec, description) VALUES (?, ?, ?)",
                          (fp, judge.spec, judge.description))
-        by_rollout: dict[int, Verdict] = {}
-        by_content: dict[str, Verdict] = {}
-        for rid, key, flagged, score, error in self._conn.execute(
-                "SELECT rollout_id, content_hash, flagged, score, error FROM verdicts WHERE judge = ?", (fp,)):
-            v = Verdict.failed(error) if error is not None else Verdict(flagged=bool(flagged), score=score)
-            by_rollout[rid] = v
-            if v.ok:
-                by_content[key] = v
-        reuse = [(rid, key, by_content[key]) for rid, key in zip(ids, keys)
-                 if not (rid in by_rollout and by_rollout[rid].ok) and key in by_content]
+        unjudged = [i for i, rid in enumerate(ids) if not (rid in verdicts and verdicts[rid].ok)]
+        reuse, todo = [], []
+        for i in unjudged:
+            known = self._verdict_by_content(fp, keys[i])
+            if known is None:
+                todo.append(i)
+            else:
+                reuse.append((ids[i], keys[i], known))
+                verdicts[ids[i]] = known
         self._put_verdicts(fp, reuse)
-        by_rollout.update({rid: v for rid, _, v in reuse})
-        todo = [i for i, rid in enumerate(ids) if not (rid in by_rollout and by_rollout[rid].ok)]
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            verdicts = judge.judge([items[i] for i in chunk])
-            if len(verdicts) != len(chunk):
-                raise RunStoreError(f"judge {judge.spec!r} returned {len(verdicts)} verdicts for {len(chunk)} items")
-            self._put_verdicts(fp, [(ids[i], keys[i], v) for i, v in zip(chunk, verdicts)])
-            by_rollout.update({ids[i]: v for i, v in zip(chunk, verdicts)})
+            fresh = judge.judge([items[i] for i in chunk])
+            if len(fresh) != len(chunk):
+                raise RunStoreError(f"judge {judge.spec!r} returned {len(fresh)} verdicts for {len(chunk)} items")
+            self._put_verdicts(fp, [(ids[i], keys[i], v) for i, v in zip(chunk, fresh)])
+            verdicts.update({ids[i]: v for i, v in zip(chunk, fresh)})
             if progress is not None:
                 progress(len(chunk))
-        return [by_rollout[rid] for rid in ids]
+        return [verdicts[rid] for rid in ids]
 
     def _put_verdicts(self, fp: str, rows: Sequence[tuple[int, str, Verdict]]) -> None:
         if not rows:
