@@ -97,12 +97,11 @@ def content_hash(prompt: str, completion: str) -> str:
 class JudgeBase:
     """Shared machinery: a content-hash cache in memory, deduplication within a batch.
 
-    Subclasses set ``kind``, implement :meth:`_judge_batch` and :attr:`spec`; they may extend
-    :attr:`fingerprint` with whatever else fixes their verdicts. Failed verdicts are not cached,
-    so the next call retries them.
+    Subclasses implement :meth:`_judge_batch` and :attr:`spec`, set :attr:`description`, and may
+    extend :attr:`fingerprint` with whatever else fixes their verdicts. Failed verdicts are not
+    cached, so the next call retries them. The cache grows with the distinct pairs judged.
     """
 
-    kind: str = ""
     description: str = ""
 
     def __init__(self) -> None:

@@ -73,8 +73,6 @@ class HFJudge(JudgeBase):
         device, dtype: where and how to run the judge model.
     """
 
-    kind = "hf"
-
     def __init__(
         self,
         path: str | Path,

@@ -65,8 +65,6 @@ class HttpJudge(JudgeBase):
         logprobs: ask for the answer token's log-probabilities and report a score.
     """
 
-    kind = "http"
-
     def __init__(
         self,
         url: str,

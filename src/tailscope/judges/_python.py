@@ -73,8 +73,6 @@ class PythonJudge(JudgeBase):
         threshold: the score at and above which a numeric result is flagged.
     """
 
-    kind = "python"
-
     def __init__(self, fn: Callable, *, name: str | None = None, batched: bool = False, threshold: float = 0.5):
         super().__init__()
         if not callable(fn):
