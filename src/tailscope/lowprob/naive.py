@@ -30,8 +30,8 @@ def naive_from_argmax(argmax: torch.Tensor, target: int, *, budget: int, seed: i
     hits = int((argmax == target).sum())
     low, high = clopper_pearson(hits, n)
     log_est = math.log(hits / n) if hits else -math.inf
-    return LowProbEstimate.from_log("naive", target, log_est, calls=n, budget=budget, seed=seed,
-                                    diagnostics={"hits": hits, "samples": n, "interval": [low, high]})
+    return LowProbEstimate("naive", target, hits / n, log_est, calls=n, budget=budget, seed=seed,
+                           diagnostics={"hits": hits, "samples": n, "interval": [low, high]})
 
 
 def naive(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0) -> LowProbEstimate:
