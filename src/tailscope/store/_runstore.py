@@ -287,24 +287,28 @@ class RunStore:
             raise ConfigMismatchError(self.path, diff)
         self._checked_samplers.add(sampler)
 
-    def _rescore(self, sampler: Any, rollouts: Sequence[Rollout], grid: tuple[float, ...]) -> None:
-        """Add the missing grid points of stored rollouts, by teacher forcing (α = 0 and 1 are stored)."""
+    def _rescore(self, sampler: Any, rollouts: Sequence[Rollout], grid: tuple[float, ...], chunk: int = 256) -> None:
+        """Add the missing grid points of stored rollouts by teacher forcing, committing a chunk at a
+        time (α = 0 and α = 1 are the stored reference and target log-probabilities)."""
         try:
             from ..scoring import Scorer
         except ImportError as e:
             raise RunStoreError(f"stored rollouts lack log-probabilities at some of α = {list(grid)} and "
                                 f"teacher-forced scoring is unavailable ({e})") from None
         exact = {0.0: "logprob_reference", 1.0: "logprob_target"}
-        scored = []
         todo = [a for a in grid if a not in exact]
-        values = (Scorer(sampler.pair, temperature=sampler.temperature, chat=sampler.chat)
-                  .score_rollouts(self.prompts(), rollouts, todo) if todo and rollouts else None)
-        for i, r in enumerate(rollouts):
-            new = {a: getattr(r, exact[a]) for a in grid if a in exact and a not in r.logprob_grid}
-            if values is not None:
-                new.update({a: float(values[i, j]) for j, a in enumerate(todo) if a not in r.logprob_grid})
-            scored.append(dataclasses.replace(r, logprob_grid=new))
-        self.add_rollouts(scored, source="scored")
+        scorer = Scorer(sampler.pair, temperature=sampler.temperature, chat=sampler.chat)
+        prompts = {pid: self._prompt(pid) for pid in {r.prompt_id for r in rollouts}}
+        for start in range(0, len(rollouts), chunk):
+            part = rollouts[start : start + chunk]
+            values = scorer.score_rollouts(prompts, part, todo) if todo else None
+            scored = []
+            for i, r in enumerate(part):
+                new = {a: getattr(r, exact[a]) for a in grid if a in exact and a not in r.logprob_grid}
+                if values is not None:
+                    new.update({a: float(values[i, j]) for j, a in enumerate(todo) if a not in r.logprob_grid})
+                scored.append(dataclasses.replace(r, logprob_grid=new))
+            self.add_rollouts(scored, source="scored")
 
     # ------------------------------------------------------------------ verdicts
     def _stored_verdicts(self, fp: str, rollouts: Sequence[Rollout]) -> tuple[list[int], dict[int, Verdict]]:
