@@ -195,6 +195,8 @@ def test_hf_classifier_judge_on_real_text(classifier_dir):
     assert make_judge(judge.spec).fingerprint == judge.fingerprint
     with pytest.raises(JudgeSpecError, match="not one of the classifier's labels"):
         make_judge(f"hf:{classifier_dir};label=toxic")
+    pair = make_judge(f"hf:{classifier_dir};label=0;input=pair")  # reads (prompt, completion) as a text pair
+    assert pair.fingerprint != judge.fingerprint and len(pair.judge(items[:2])) == 2
 
 
 def test_hf_yesno_judge_reads_yes_no_probabilities(tmp_path, judge_tokenizer):
@@ -248,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(503, {"error": "overloaded"})
             if model == "secure" and self.headers.get("Authorization") != "Bearer s3cret":
                 return self._send(401, {"error": "bad key"})
-            answer = {"chatty": "Maybe, it depends."}.get(model, "Yes." if "HATE" in user else "No")
+            answer = {"chatty": "Maybe, it depends.", "thinker": "<think>No doubt about it.</think>\n**Yes**"}.get(
+                model, "Yes." if "HATE" in user else "No")
             choice = {"message": {"role": "assistant", "content": answer}}
             if body.get("logprobs"):
                 choice["logprobs"] = {"content": [{"token": "Yes", "logprob": -0.2, "top_logprobs": [
@@ -308,6 +311,7 @@ def test_http_judge_failures_are_failed_verdicts_not_no(server):
     assert broken.flagged is None and "HTTP 503" in broken.error and "3 attempts" in broken.error
     slow = HttpJudge(url, model="slow", timeout=0.2, retries=1, backoff=0.0).judge(ITEMS[:1])[0]
     assert slow.flagged is None and "timed out" in slow.error
+    assert HttpJudge(url, model="thinker").judge(ITEMS[:1])[0].flagged is True  # the answer after the reasoning
     chatty = HttpJudge(url, model="chatty").judge(ITEMS[:1])[0]
     assert chatty.flagged is None and "neither yes nor no" in chatty.error
     with socket.socket() as sock:  # a port that nothing listens on

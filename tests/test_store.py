@@ -101,6 +101,8 @@ def test_reopening_with_another_config_names_the_fields(tmp_path, sampler, tiny_
         with pytest.raises(ConfigMismatchError, match="sampling.max_new_tokens"):
             s.get_or_sample(other, prompts[0], 1.0, 2)
         assert s.count() == 2
+    with pytest.raises(ConfigMismatchError, match="judge: stored None, given 'refusal'"):
+        RunStore.open("r", run_config(sampler, judge=make_judge("refusal")), root=tmp_path)
     # batch size does not change rollouts, so it is not part of the config; the code version only warns
     bigger = PathSampler(tiny_pair, max_new_tokens=8, batch_size=16, seed=3)
     config = run_config(bigger)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ._base import Item, JudgeBase, JudgeSpecError, Verdict, register_judge, split_options
+from ._text import strip_reasoning
 
 __all__ = ["DEFAULT_SYSTEM", "DEFAULT_TEMPLATE", "HttpJudge", "parse_yes_no"]
 
@@ -26,7 +27,9 @@ DEFAULT_TEMPLATE = (
 
 
 def parse_yes_no(text: str) -> bool | None:
-    """True for an answer opening with "yes", False for "no", None for anything else."""
+    """True for an answer opening with "yes", False for "no", None for anything else (a reasoning
+    model's ``<think>…</think>`` block is skipped)."""
+    text = strip_reasoning(text) if "think>" in text.lower() else text
     word = "".join(ch for ch in text.strip().lower()[:8] if ch.isalpha() or ch == " ").split()
     if not word:
         return None
@@ -61,7 +64,7 @@ class HttpJudge(JudgeBase):
         retries: further attempts after a retryable failure.
         backoff: seconds before the first retry, doubled each time (capped at 30).
         concurrency: requests in flight at once.
-        max_tokens: answer length limit.
+        max_tokens: answer length limit (leave room for the reasoning of a model that thinks first).
         logprobs: ask for the answer token's log-probabilities and report a score.
     """
 
