@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
 
 CORPUS = [
     "hello there, how are you today?",

@@ -1,0 +1,33 @@
+"""Weighted-mean statistics shared by the importance-sampling estimators."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["log_interval", "weight_diagnostics"]
+
+
+def log_interval(mean: float, se: float, confidence: float) -> tuple[float, float]:
+    """An interval for a positive mean from its standard error, symmetric on the log scale
+    (delta method): mean · exp(± z · se / mean). Never below 0, never collapsed while se > 0."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    if mean <= 0:
+        return (0.0, 0.0)
+    spread = math.exp(z * se / mean) if se > 0 else 1.0
+    return (mean / spread, mean * spread)
+
+
+def weight_diagnostics(log_w: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    """Effective sample size (Σw)²/Σw² over all samples and over hits, and the largest hit weight's share."""
+    if log_w.size == 0:
+        return {"ess": 0.0, "ess_hits": 0.0, "max_weight_share": 0.0}
+    shift = log_w.max()
+    w = np.exp(log_w - shift)
+    ess = float(w.sum() ** 2 / (w**2).sum())
+    hw = w[flagged]
+    if hw.size == 0 or hw.sum() == 0:
+        return {"ess": ess, "ess_hits": 0.0, "max_weight_share": 0.0}
+    return {"ess": ess, "ess_hits": float(hw.sum() ** 2 / (hw**2).sum()), "max_weight_share": float(hw.max() / hw.sum())}

@@ -1,0 +1,60 @@
+"""Importance sampling from a proposal on the logit path (METHODS.md §2).
+
+Draw y_i ∼ q_prop, weight w_i = q_1(y_i) / q_prop(y_i) from exact per-token log-probabilities,
+μ̂ = (1/n) Σ f(y_i) w_i (unbiased). The proposal can be a path point α0 (default 0, the
+reference), a defensive mixture (per-token ratio bounded by 1/(1 − λ)) or a switching proposal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..path import Proposal
+from ..prompts import Prompt
+from ._estimate import Estimate, zero_hit_upper_bound
+from ._source import RolloutSource
+from ._weights import log_interval, weight_diagnostics
+
+__all__ = ["importance"]
+
+
+def importance(
+    source: RolloutSource,
+    prompt: Prompt,
+    budget: int,
+    *,
+    proposal: Proposal | str | float = 0.0,
+    confidence: float = 0.95,
+) -> Estimate:
+    """Importance-sampling estimate of the target's rate from ``budget`` rollouts of ``proposal``.
+
+    The interval is symmetric on the log scale around μ̂ with the sample standard error. With no
+    hits the estimate is an upper bound: 3/n-style on the proposal's own rate times the largest
+    weight a hit could plausibly carry (the largest weight observed, at least 1); this assumes the
+    behaviour's weights are not larger than the weights seen, and says so in ``diagnostics``.
+    """
+    if budget < 1:
+        raise ValueError(f"`budget` (={budget}) must be >= 1")
+    proposal = Proposal.parse(proposal)
+    obs = [o for o in source.draw(prompt, proposal, budget)]
+    judged = [o for o in obs if o.flagged is not None]
+    n = len(judged)
+    log_w = np.array([o.rollout.logprob_target - o.rollout.logprob for o in judged])
+    flagged = np.array([bool(o.flagged) for o in judged], dtype=bool)
+    k = int(flagged.sum())
+    settings = {"budget": budget, "proposal": proposal.key}
+    diagnostics = weight_diagnostics(log_w, flagged)
+    spent = {proposal.key: len(obs)}
+    if k == 0:
+        worst = max(1.0, float(np.exp(log_w.max()))) if n else 1.0
+        diagnostics["upper_bound_assumes_weights_at_most"] = worst
+        return Estimate("is", prompt.id, 0.0, (0.0, min(1.0, zero_hit_upper_bound(n, confidence) * worst)),
+                        confidence, spent, 0, len(obs) - n, True, settings, diagnostics)
+    contrib = np.where(flagged, np.exp(np.where(flagged, log_w, -np.inf)), 0.0)
+    mean = float(contrib.mean())
+    se = float(contrib.std(ddof=1) / math.sqrt(n)) if n > 1 else mean
+    diagnostics["standard_error"] = se
+    return Estimate("is", prompt.id, mean, log_interval(mean, se, confidence), confidence, spent, k,
+                    len(obs) - n, False, settings, diagnostics)

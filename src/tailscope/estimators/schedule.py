@@ -1,0 +1,103 @@
+"""Where on the path to spend rollouts: the adaptive walk shared by LPE and path MIS (METHODS.md §2).
+
+Start at α = 0 (the less-safe reference, where the behaviour is common) and walk a fixed grid
+toward α = 1 in equal steps of rollouts while the behaviour is still seen; then spend what is left
+of the budget on the last points of the walk, where the rate is smallest but still measurable —
+the points that pin down the extrapolation and carry the balance heuristic's weight near α = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..path import Proposal
+from ..prompts import Prompt
+from ._source import Observation, RolloutSource
+
+__all__ = ["DEFAULT_GRID", "PathPoint", "walk_path"]
+
+DEFAULT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class PathPoint:
+    """Rollouts at one α of the path and how many the judge flagged."""
+
+    alpha: float
+    observations: list[Observation] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return sum(o.flagged is not None for o in self.observations)
+
+    @property
+    def hits(self) -> int:
+        return sum(bool(o.flagged) for o in self.observations)
+
+    @property
+    def spent(self) -> int:
+        return len(self.observations)
+
+
+def walk_path(
+    source: RolloutSource,
+    prompt: Prompt,
+    budget: int,
+    *,
+    grid: Sequence[float] = DEFAULT_GRID,
+    step_share: float = 0.05,
+    min_hits: int = 1,
+    refine_points: int = 3,
+    schedule: str = "adaptive",
+) -> list[PathPoint]:
+    """Spend exactly ``budget`` rollouts (or fewer when nothing is left to learn) along ``grid``.
+
+    Args:
+        grid: increasing α values in [0, 1) to walk.
+        step_share: the share of the budget spent at each point of the walk (at least 1 rollout).
+        min_hits: keep walking while a point sees at least this many hits.
+        refine_points: how many of the walk's last points share the remaining budget.
+        schedule: ``adaptive`` (the walk above) or ``fixed`` (the budget split evenly over the grid,
+            independent of what is seen; unbiased for MIS).
+
+    Every rollout records log q_β for every β of the grid, so any subset of points can be pooled.
+    """
+    alphas = sorted(float(a) for a in grid)
+    if not alphas or alphas[0] < 0 or alphas[-1] >= 1:
+        raise ValueError(f"`grid` (={list(grid)}) must be non-empty values in [0, 1)")
+    if budget < len(alphas) and schedule == "fixed":
+        raise ValueError(f"`budget` (={budget}) is smaller than the grid ({len(alphas)} points)")
+    if schedule not in {"adaptive", "fixed"}:
+        raise ValueError(f"`schedule` (={schedule!r}) must be 'adaptive' or 'fixed'")
+    record = tuple(alphas)
+    points: dict[float, PathPoint] = {}
+
+    def spend(alpha: float, n: int) -> PathPoint:
+        point = points.setdefault(alpha, PathPoint(alpha))
+        point.observations = source.draw(prompt, Proposal(alpha), n, record)
+        return point
+
+    if schedule == "fixed":
+        share = budget // len(alphas)
+        for i, a in enumerate(alphas):
+            spend(a, share + (1 if i < budget - share * len(alphas) else 0))
+        return [points[a] for a in alphas]
+
+    step = max(1, int(budget * step_share))
+    used = 0
+    for a in alphas:
+        if used + step > budget:
+            break
+        point = spend(a, step)
+        used += step
+        if point.hits < min_hits:
+            break
+    walked = sorted(points)
+    tail = walked[-refine_points:]
+    left = budget - used
+    for i, a in enumerate(tail):
+        extra = left // len(tail) + (1 if i < left % len(tail) else 0)
+        if extra:
+            spend(a, points[a].spent + extra)
+    return [points[a] for a in walked]

@@ -1,0 +1,131 @@
+"""Estimators against exact ground truth on a solvable logit path (fixed seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from tabular import TabularPath, TabularSource
+from tailscope.estimators import (
+    Estimate, clopper_pearson, fit_path, forecast, importance, lpe, mis, naive, zero_hit_upper_bound,
+)
+from tailscope.prompts import Prompt
+
+PROMPT = Prompt("x", text="tabular")
+
+
+@pytest.fixture(scope="module")
+def path():
+    return TabularPath(vocab=5, length=4, shift=1.5, bad=2, seed=3)
+
+
+def _repeat(method, path, reps, budget, **kw):
+    return [method(TabularSource(path, seed=s), PROMPT, budget, **kw) for s in range(reps)]
+
+
+def _check_unbiased_and_covering(estimates, truth, coverage=(0.88, 0.995)):
+    rates = np.array([e.rate for e in estimates])
+    se = rates.std(ddof=1) / math.sqrt(len(rates))
+    assert abs(rates.mean() - truth) < 3.5 * se, (rates.mean(), truth, se)
+    cov = np.mean([e.covers(truth) for e in estimates])
+    assert coverage[0] <= cov <= coverage[1], cov
+    return cov
+
+
+def test_truth_is_in_the_rare_regime(path):
+    assert 1e-3 < path.exact_rate(1.0) < 2e-2 < path.exact_rate(0.0)
+
+
+def test_clopper_pearson_matches_reference_values():
+    # R: binom.test(3, 100)$conf.int -> 0.006229972 0.085176053
+    lo, hi = clopper_pearson(3, 100)
+    assert lo == pytest.approx(0.006229972, rel=1e-6) and hi == pytest.approx(0.085176053, rel=1e-6)
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+    assert zero_hit_upper_bound(1000) == pytest.approx(2.99125e-3, rel=1e-4)
+
+
+def test_naive_is_unbiased_and_its_interval_covers(path):
+    ests = _repeat(naive, path, 300, 400)
+    _check_unbiased_and_covering(ests, path.exact_rate(1.0), coverage=(0.93, 1.0))
+    assert all(e.total_rollouts == 400 for e in ests)
+
+
+def test_naive_zero_hits_is_an_upper_bound():
+    quiet = TabularPath(vocab=5, length=4, shift=9.0, bad=3, seed=3)
+    e = naive(TabularSource(quiet), PROMPT, 200)
+    assert e.upper_bound_only and e.hits == 0 and e.rate == 0.0
+    assert e.interval[1] == pytest.approx(zero_hit_upper_bound(200)) and "0 hits" in e.describe()
+
+
+@pytest.mark.parametrize("proposal", ["a=0", "a=0.3", "a=0;mix=0.5", "a=0;switch=2"])
+def test_importance_sampling_is_unbiased_and_covers(path, proposal):
+    ests = _repeat(importance, path, 300, 300, proposal=proposal)
+    _check_unbiased_and_covering(ests, path.exact_rate(1.0))
+    assert all(e.rollouts == {proposal: 300} for e in ests)
+    assert 0 < ests[0].diagnostics["ess"] <= 300
+
+
+def test_mis_fixed_allocation_is_unbiased_and_covers(path):
+    ests = _repeat(mis, path, 200, 400, schedule="fixed", grid=(0.0, 0.25, 0.5, 0.75))
+    _check_unbiased_and_covering(ests, path.exact_rate(1.0))
+    assert all(e.total_rollouts == 400 for e in ests)
+
+
+def test_mis_adaptive_stays_within_budget_and_near_truth(path):
+    ests = _repeat(mis, path, 100, 500)
+    truth = path.exact_rate(1.0)
+    assert all(e.total_rollouts <= 500 for e in ests)
+    assert abs(np.median([math.log10(e.rate / truth) for e in ests if e.rate > 0])) < 0.15
+
+
+def test_fit_path_recovers_a_logistic_path_exactly():
+    alphas = np.linspace(0, 0.8, 9)
+    r = expit(-1.0 - 9.0 * alphas)
+    n = np.full(9, 1e6)
+    fit = fit_path(alphas, n * r, n, "logit-linear")
+    assert fit.coef == pytest.approx((-1.0, -9.0), abs=1e-5)
+    assert float(fit.rate(1.0)) == pytest.approx(expit(-10.0), rel=1e-4)
+    quad = fit_path(alphas, n * np.exp(-0.5 - 3 * alphas - 4 * alphas**2), n, "log-quadratic")
+    assert quad.coef == pytest.approx((-0.5, -3.0, -4.0), abs=1e-4)
+
+
+def test_lpe_recovers_the_rate_on_a_log_linear_path():
+    """A path whose log-rate is linear in α (one deciding token, target logit lowered uniformly)."""
+    p = TabularPath(vocab=4, length=2, shift=5.0, bad=1, seed=1, drift=0.0)
+    truth = p.exact_rate(1.0)
+    ests = _repeat(lpe, p, 20, 2000, bootstrap=100)
+    errors = [abs(math.log10(e.rate / truth)) for e in ests]
+    assert np.median(errors) < 0.3
+    assert np.mean([e.covers(truth) for e in ests]) >= 0.5
+    e = ests[0]
+    assert e.total_rollouts <= 2000 and len(e.diagnostics["curve"]["rate"]) == 21
+    assert e.interval[0] < e.rate < e.interval[1]
+
+
+def test_lpe_without_enough_points_gives_the_monotone_bound():
+    quiet = TabularPath(vocab=5, length=4, shift=9.0, bad=4, seed=3)
+    e = lpe(TabularSource(quiet), PROMPT, 100)
+    assert e.upper_bound_only and 0 < e.interval[1] <= 1 and "reason" in e.diagnostics
+
+
+def test_estimate_rejects_bad_intervals_and_round_trips():
+    with pytest.raises(ValueError):
+        Estimate("naive", "x", 0.1, (0.2, 0.1))
+    e = naive(TabularSource(TabularPath()), PROMPT, 50)
+    assert Estimate.from_dict(e.to_dict()) == e
+
+
+def test_forecast_recovers_a_known_gumbel_tail():
+    """Scores ψ with an exponential upper tail S(ψ) = exp(−ψ) have worst-of-n quantile Q(n) = log n."""
+    g = np.random.default_rng(0)
+    psi = g.exponential(1.0, 4000)
+    probs = np.exp(-np.exp(-psi))
+    fc = forecast(probs, queries=(10**4,), tail_fraction=0.05)
+    assert fc.slope == pytest.approx(-1.0, abs=0.15)
+    expected = math.exp(-math.exp(-math.log(10**4)))
+    assert fc.worst_query[10**4] == pytest.approx(expected, abs=2e-4)
+    lo, hi = fc.interval[10**4]
+    assert lo <= fc.worst_query[10**4] <= hi
