@@ -11,21 +11,29 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..judges import Judge, Verdict, content_hash
-from ..path import Proposal
 from ..prompts import Prompt
-from ..sampling import Rollout, SampleRequest
 from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, _to_json, config_differences, sampler_settings
 from ._db import connect, resolve_run, transaction
+
+if TYPE_CHECKING:  # torch is imported only where rollouts are built, so `tailscope runs list` stays fast
+    from ..path import Proposal
+    from ..sampling import Rollout
 
 __all__ = ["RunStore"]
 
 _ROLLOUT_COLUMNS = ("id, prompt_id, proposal, seed_index, token_ids, text, finish_reason, logprob, "
                     "logprob_reference, logprob_target")
+
+
+def _proposal_key(proposal: Proposal | str | float) -> str:
+    from ..path import Proposal
+
+    return Proposal.parse(proposal).key
 
 
 def _judge_prompt_text(prompt: Prompt) -> str:
@@ -189,7 +197,7 @@ class RunStore:
             args.append(prompt_id)
         if proposal is not None:
             where.append("r.proposal = ?")
-            args.append(Proposal.parse(proposal).key)
+            args.append(_proposal_key(proposal))
         if n is not None:
             where.append("r.seed_index < ?")
             args.append(int(n))
@@ -201,6 +209,8 @@ class RunStore:
             grids.setdefault(rid, {})[alpha] = lp
         rows = self._conn.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts r {clause} "
                                   "ORDER BY r.prompt_id, r.proposal, r.seed_index", args)
+        from ..sampling import Rollout
+
         return [Rollout(prompt_id=pid, proposal=prop, seed_index=si,
                         token_ids=tuple(np.frombuffer(tok, dtype="<i4").tolist()), text=text, finish_reason=fr,
                         logprob=lp, logprob_reference=lpa, logprob_target=lpb, logprob_grid=grids.get(rid, {}))
@@ -214,7 +224,7 @@ class RunStore:
             args.append(prompt_id)
         if proposal is not None:
             where.append("proposal = ?")
-            args.append(Proposal.parse(proposal).key)
+            args.append(_proposal_key(proposal))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return int(self._conn.execute(f"SELECT COUNT(*) FROM rollouts {clause}", args).fetchone()[0])
 
@@ -256,6 +266,9 @@ class RunStore:
         """
         if n < 0:
             raise ValueError(f"`n` (={n}) must be >= 0")
+        from ..path import Proposal
+        from ..sampling import SampleRequest
+
         proposal = Proposal.parse(proposal)
         grid = tuple(float(a) for a in logprob_grid)
         if len(set(grid)) != len(grid):
