@@ -41,7 +41,8 @@ def _model_fingerprint(model: Any) -> str:
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-            h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+            if p.device.type != "meta":  # offloaded weights have no values at hand; their shapes still count
+                h.update(p.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -107,6 +108,12 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def is_informative(field: str) -> bool:
+    """Fields recorded for people that do not decide rollouts: the code version, and the models' names
+    (a moved checkpoint keeps its weights fingerprint). A difference there warns instead of failing."""
+    return field.startswith("code.") or field in ("models.reference.name", "models.target.name")
 
 
 def config_differences(stored: Mapping, given: Mapping) -> dict[str, tuple[Any, Any]]:

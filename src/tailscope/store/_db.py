@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, config_differences
+from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, config_differences, is_informative
 
 __all__ = ["connect", "list_runs", "resolve_run", "transaction"]
 
@@ -119,11 +119,11 @@ def connect(path: Path, config: Mapping[str, Any] | None, *, readonly: bool, che
         stored = _read_or_create(conn, path, config, check, readonly)
         if config is not None:
             diff = config_differences(stored, _json_roundtrip(dict(config)))
-            code_diff = {k: v for k, v in diff.items() if k.startswith("code.")}
-            if len(diff) > len(code_diff):
-                raise ConfigMismatchError(path, {k: v for k, v in diff.items() if k not in code_diff})
-            if code_diff:
-                warnings.warn(f"the run {path} was written by another tailscope version: {code_diff}", stacklevel=3)
+            hard = {k: v for k, v in diff.items() if not is_informative(k)}
+            if hard:
+                raise ConfigMismatchError(path, hard)
+            if diff:
+                warnings.warn(f"the run {path} differs in fields that do not change rollouts: {diff}", stacklevel=3)
     except sqlite3.DatabaseError as e:
         conn.close()
         raise RunStoreError(f"{path} is corrupted or not a tailscope run store ({e})") from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..judges import Judge, Verdict, content_hash
 from ..prompts import Prompt
-from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, _to_json, config_differences, sampler_settings
+from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, _to_json, config_differences, is_informative, sampler_settings
 from ._db import connect, resolve_run, transaction
 
 if TYPE_CHECKING:  # torch is imported only where rollouts are built, so `tailscope runs list` stays fast
@@ -58,7 +58,8 @@ class RunStore:
     """One run on disk. Open it with :meth:`open`; use it as a context manager to close it.
 
     Rollouts are keyed by (prompt id, proposal key, seed index), unique; verdicts by (rollout,
-    judge fingerprint); estimates are JSON records. Every write is one transaction.
+    judge fingerprint); estimates are JSON records. Every write is one transaction. A RunStore is
+    used from the thread that opened it; other threads and processes open their own.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, config: dict[str, Any], readonly: bool):
@@ -295,7 +296,7 @@ class RunStore:
             return
         given = _json_roundtrip(sampler_settings(sampler))
         stored = {k: self.config.get(k) for k in given}
-        diff = config_differences(stored, given)
+        diff = {k: v for k, v in config_differences(stored, given).items() if not is_informative(k)}
         if diff:
             raise ConfigMismatchError(self.path, diff)
         self._checked_samplers.add(sampler)
