@@ -18,6 +18,7 @@ from tailscope.judges import (
     PythonJudge,
     RefusalJudge,
     Verdict,
+    fill_template,
     judge_kinds,
     make_judge,
     normalize_reply,
@@ -85,6 +86,11 @@ def test_spec_errors_name_the_spec():
     with pytest.raises(JudgeSpecError, match="no_such_module"):
         make_judge("python:no_such_module:fn")
     assert {"refusal", "regex", "contains", "hf", "http", "python"} <= set(judge_kinds())
+
+
+def test_templates_fill_in_one_pass():
+    filled = fill_template('{"q": "{prompt}"} -> {completion}', "say {completion}", "{x}")
+    assert filled == '{"q": "say {completion}"} -> {x}'
 
 
 def test_verdict_failed_is_never_a_no():
@@ -213,7 +219,7 @@ def test_hf_yesno_judge_reads_yes_no_probabilities(tmp_path, judge_tokenizer):
     verdicts = judge.judge(items)
     # the same number by hand: the chat-formatted template, the next-token distribution, yes vs no mass
     for (prompt, completion), v in zip(items, verdicts):
-        text = judge.template.format(prompt=prompt, completion=completion)
+        text = judge.template.replace("{prompt}", prompt).replace("{completion}", completion)
         ids = judge_tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                                   tokenize=True, return_dict=False)
         with torch.no_grad():

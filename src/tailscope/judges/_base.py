@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -19,6 +20,7 @@ __all__ = [
     "JudgeSpecError",
     "Verdict",
     "content_hash",
+    "fill_template",
     "judge_kinds",
     "make_judge",
     "register_judge",
@@ -92,6 +94,13 @@ def content_hash(prompt: str, completion: str) -> str:
     """The cache key of one judged pair (independent of the judge)."""
     body = json.dumps([prompt, completion], ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def fill_template(template: str, prompt: str, completion: str) -> str:
+    """Put the texts into a judge template's ``{prompt}`` and ``{completion}`` fields, in one pass
+    (other braces in the template, and braces in the texts, are left alone)."""
+    values = {"prompt": prompt, "completion": completion}
+    return re.sub(r"\{(prompt|completion)\}", lambda m: values[m.group(1)], template)
 
 
 class JudgeBase:

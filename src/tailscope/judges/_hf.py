@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, register_judge, split_options
 
 __all__ = ["DEFAULT_YESNO_TEMPLATE", "HFJudge", "checkpoint_fingerprint"]
 
@@ -210,7 +210,7 @@ class HFJudge(JudgeBase):
         return self.tokenizer.decode(ids[: self.max_completion_tokens])
 
     def _yesno_ids(self, prompt: str, completion: str) -> list[int]:
-        text = self.template.format(prompt=prompt, completion=self._cut(completion))
+        text = fill_template(self.template, prompt, self._cut(completion))
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                      add_generation_prompt=True, tokenize=True)

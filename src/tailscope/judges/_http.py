@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, register_judge, split_options
 from ._text import strip_reasoning
 
 __all__ = ["DEFAULT_SYSTEM", "DEFAULT_TEMPLATE", "HttpJudge", "parse_yes_no"]
@@ -148,7 +148,7 @@ class HttpJudge(JudgeBase):
     # ----------------------------------------------------------------- requests
     def _payload(self, prompt: str, completion: str) -> dict:
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages.append({"role": "user", "content": self.template.format(prompt=prompt, completion=completion)})
+        messages.append({"role": "user", "content": fill_template(self.template, prompt, completion)})
         body = {"model": self.model, "messages": messages, "temperature": 0, "seed": 0, "max_tokens": self.max_tokens}
         if self.logprobs:
             body.update(logprobs=True, top_logprobs=5)
