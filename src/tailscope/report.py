@@ -1,0 +1,173 @@
+"""Reports: PNG plots and a self-contained HTML page of per-prompt estimates.
+
+Plots: the rate along the path with LPE's fit and its band (per prompt), and estimate vs ground
+truth (when it is known), with intervals. The HTML embeds the PNGs, so one file travels alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .estimators import Estimate, clopper_pearson
+
+__all__ = ["plot_estimates_vs_truth", "plot_path", "write_report"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_path(est: Estimate, out: Path, truth: float | None = None, alpha_truth: Mapping[str, float] | None = None) -> Path:
+    """Rate vs α: measured points with exact intervals, the fitted curve (LPE), the estimate at α = 1."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    pts = est.diagnostics.get("points", [])
+    for p in pts:
+        if p["n"]:
+            lo, hi = clopper_pearson(p["hits"], p["n"])
+            r = p["hits"] / p["n"]
+            ax.errorbar([p["alpha"]], [max(r, 1e-12)], yerr=[[max(r, 1e-12) - max(lo, 1e-12)], [hi - max(r, 1e-12)]],
+                        fmt="o" if p["hits"] else "v", color="C0", ms=4, capsize=2)
+    curve = est.diagnostics.get("curve")
+    if curve:
+        ax.plot(curve["alpha"], curve["rate"], "-", color="C1", label=f"fit ({est.settings.get('family', '')})")
+    if alpha_truth:
+        xs = sorted(float(a) for a in alpha_truth)
+        ax.plot(xs, [alpha_truth[f"{a:g}"] if f"{a:g}" in alpha_truth else alpha_truth[str(a)] for a in xs],
+                ":", color="k", lw=1, label="exact rate")
+    lo, hi = est.interval
+    if est.upper_bound_only:
+        ax.plot([1.0], [hi], "v", color="C3", label=f"{est.method} upper bound")
+    else:
+        ax.errorbar([1.0], [est.rate], yerr=[[est.rate - max(lo, 1e-300)], [hi - est.rate]], fmt="s", color="C3",
+                    capsize=3, label=f"{est.method} estimate")
+    if truth is not None and truth > 0:
+        ax.plot([1.0], [truth], "*", color="k", ms=10, label="truth")
+    ax.set_yscale("log")
+    ax.set_xlabel("α (0 = reference, 1 = target)")
+    ax.set_ylabel("behaviour rate")
+    ax.set_title(f"prompt {est.prompt_id}", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_estimates_vs_truth(estimates: Sequence[Estimate], truth: Mapping[str, float], out: Path) -> Path:
+    """Estimate vs true rate on log axes, with intervals; upper bounds drawn as down-triangles."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    vals = [t for t in truth.values() if t > 0]
+    lo_all = min(vals + [e.interval[1] for e in estimates if e.interval[1] > 0], default=1e-8) / 3
+    for e in estimates:
+        t = truth.get(e.prompt_id or "")
+        if t is None or t <= 0:
+            continue
+        if e.upper_bound_only:
+            ax.plot([t], [e.interval[1]], "v", color="C3", ms=4)
+        else:
+            ax.errorbar([t], [e.rate], yerr=[[e.rate - max(e.interval[0], lo_all)], [e.interval[1] - e.rate]],
+                        fmt="o", color="C0", ms=3, capsize=1.5, alpha=0.8)
+    ax.plot([lo_all, 1], [lo_all, 1], "k--", lw=0.8)
+    for f in (3, 1 / 3):
+        ax.plot([lo_all, 1], [lo_all * f, f], ":", color="grey", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo_all, 1)
+    ax.set_ylim(lo_all, 1)
+    ax.set_xlabel("true rate")
+    ax.set_ylabel("estimate")
+    methods = sorted({e.method for e in estimates})
+    ax.set_title(f"{', '.join(methods)}: estimate vs truth (dotted: ×3)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def error_summary(estimates: Sequence[Estimate], truth: Mapping[str, float]) -> dict[str, Any]:
+    """Median |log10(estimate / truth)| over prompts with a point estimate, and interval coverage."""
+    errs, cover = [], []
+    for e in estimates:
+        t = truth.get(e.prompt_id or "")
+        if t is None or t <= 0:
+            continue
+        cover.append(e.covers(t))
+        if not e.upper_bound_only and e.rate > 0:
+            errs.append(abs(math.log10(e.rate / t)))
+    errs.sort()
+    median = errs[len(errs) // 2] if errs else None
+    return {"prompts": len(cover), "with_point_estimate": len(errs), "median_abs_log10_error": median,
+            "coverage": sum(cover) / len(cover) if cover else None}
+
+
+def write_report(
+    estimates: Sequence[Estimate],
+    out_dir: str | Path,
+    *,
+    title: str = "tailscope report",
+    truth: Mapping[str, float] | None = None,
+    alpha_truth: Mapping[str, Mapping[str, float]] | None = None,
+    config: Mapping[str, Any] | None = None,
+    max_path_plots: int = 24,
+) -> Path:
+    """Write ``report.html`` (self-contained), the PNGs and ``estimates.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    truth = dict(truth or {})
+    rows, figures = [], []
+    for e in estimates:
+        t = truth.get(e.prompt_id or "")
+        err = "" if t is None or e.upper_bound_only or e.rate <= 0 or t <= 0 else f"{e.rate / t:.2g}×"
+        rows.append(
+            f"<tr><td>{html.escape(str(e.prompt_id))}</td><td>{e.method}</td><td>{e.describe()}</td>"
+            f"<td>{e.hits}</td><td>{e.total_rollouts}</td><td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td></tr>"
+        )
+    if truth:
+        by_method: dict[str, list[Estimate]] = {}
+        for e in estimates:
+            by_method.setdefault(e.method, []).append(e)
+        for method, ests in sorted(by_method.items()):
+            png = plot_estimates_vs_truth(ests, truth, out / "img" / f"truth_{method}.png")
+            s = error_summary(ests, truth)
+            figures.append(f"<figure>{_img(png)}<figcaption>{method}: median |log10 error| "
+                           f"{s['median_abs_log10_error'] if s['median_abs_log10_error'] is None else round(s['median_abs_log10_error'], 3)}, "
+                           f"coverage {s['coverage']:.0%} over {s['prompts']} prompts</figcaption></figure>")
+    path_plots = [e for e in estimates if e.diagnostics.get("points")][:max_path_plots]
+    for i, e in enumerate(path_plots):
+        png = plot_path(e, out / "img" / f"path_{i:03d}_{e.method}.png", truth.get(e.prompt_id or ""),
+                        (alpha_truth or {}).get(e.prompt_id or ""))
+        figures.append(f"<figure>{_img(png)}</figure>")
+    (out / "estimates.json").write_text(json.dumps([e.to_dict() for e in estimates], indent=1) + "\n")
+    cfg = html.escape(json.dumps(config or {}, indent=1, default=str))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
+pre{{background:#f6f6f6;padding:8px;font-size:11px;max-height:300px;overflow:auto}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Each estimate is of the rate at which the target (α = 1) shows the behaviour, with its {int(100 * (estimates[0].confidence if estimates else 0.95))}%
+interval and the rollouts it cost. An estimate marked “&lt;” saw no hits and is an upper bound.</p>
+<table><tr><th>prompt</th><th>method</th><th>estimate [interval]</th><th>hits</th><th>rollouts</th><th>truth</th><th>est/truth</th></tr>
+{''.join(rows)}</table>
+<h2>Plots</h2>{''.join(figures) or '<p>No plots: no path points or ground truth.</p>'}
+<h2>Run configuration</h2><pre>{cfg}</pre></body></html>"""
+    report = out / "report.html"
+    report.write_text(page, encoding="utf-8")
+    return report

@@ -1,0 +1,67 @@
+"""`tailscope estimate`, `report` and `sweep` end to end on small real checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tailscope.cli import app
+
+
+@pytest.fixture()
+def prompt_file(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "a", "prompt": "hello there"}\n{"id": "b", "prompt": "tell me a story"}\n')
+    return f
+
+
+def _common(tiny_dirs, prompt_file, tmp_path):
+    return ["--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]), "--prompts", str(prompt_file),
+            "--judge", "regex:[aeiou]{2}", "--max-new-tokens", "6", "--runs-dir", str(tmp_path / "runs")]
+
+
+@pytest.mark.parametrize("method", ["naive", "is", "mis", "lpe"])
+def test_estimate_runs_and_resumes(tiny_dirs, prompt_file, tmp_path, method):
+    args = ["estimate", "--method", method, "--budget", "60", *_common(tiny_dirs, prompt_file, tmp_path),
+            "--run", "r1", "--json", str(tmp_path / "e.json")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert [e["prompt_id"] for e in payload["estimates"]] == ["a", "b"]
+    for e in payload["estimates"]:
+        assert e["total_rollouts"] <= 60 and e["interval"][0] <= e["interval"][1]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0
+    assert json.loads((tmp_path / "e.json").read_text())["estimates"] == payload["estimates"]
+
+    report = CliRunner().invoke(app, ["report", "r1", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<table>" in page and ("data:image/png;base64" in page or method in {"naive", "is"})
+
+
+def test_estimate_refuses_a_run_with_another_config(tiny_dirs, prompt_file, tmp_path):
+    base = ["estimate", "--method", "naive", "--budget", "10", *_common(tiny_dirs, prompt_file, tmp_path), "--run", "r2"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    other = CliRunner().invoke(app, [*base, "--seed", "5"])
+    assert other.exit_code == 2 and "another --run" in other.output
+
+
+def test_estimate_rejects_bad_method(tiny_dirs, prompt_file, tmp_path):
+    result = CliRunner().invoke(app, ["estimate", "--method", "magic", *_common(tiny_dirs, prompt_file, tmp_path)])
+    assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_sweep_reports_rates_and_coherence(tiny_dirs, prompt_file, tmp_path):
+    result = CliRunner().invoke(app, [
+        "sweep", "--before", str(tiny_dirs["ref"]), "--after", str(tiny_dirs["tgt"]), "--prompts", str(prompt_file),
+        "--judge", "regex:[aeiou]{2}", "--amplify", "0,1,4", "-n", "8", "--max-new-tokens", "6",
+        "--runs-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    points = json.loads((tmp_path / "s.json").read_text())["points"]
+    assert [p["alpha"] for p in points] == [1.0, 2.0, 5.0]
+    assert all(p["rollouts"] == 16 and p["interval"][0] <= p["rate"] <= p["interval"][1] for p in points)
+    assert all(p["logprob_after_per_token"] < 0 for p in points)
