@@ -80,3 +80,77 @@ def register(app: typer.Typer) -> None:
                                             max_chunks=1)
                 progress.advance(task, truth.inputs - progress_by_pair[pair])
                 progress_by_pair[pair] = truth.inputs
+
+    @lowprob.command("evaluate")
+    def evaluate(
+        models: str = typer.Option("all", help="Comma-separated benchmark models or 'all'."),
+        distributions: str = typer.Option("all", help="Comma-separated distributions or 'all'."),
+        budget: int = typer.Option(2**14, help="Model calls per estimate (forward and backward passes count)."),
+        targets: int = typer.Option(8, help="Targets per pair (≥ 16 ground-truth hits, spread in log p)."),
+        seed: int = typer.Option(0, help="Seed of every estimator."),
+        truth_dir: Path = typer.Option(Path(DEFAULT_TRUTH), help="Ground truth directory."),
+        cache: Path = typer.Option(Path("benchmarks/results/lowprob_estimates"), help="Estimate cache directory."),
+        out: Path = typer.Option(Path("benchmarks/results/lowprob.json"), help="JSON results."),
+        plot: Path = typer.Option(Path("benchmarks/results/lowprob.png"), help="PNG plot."),
+        score_only: bool = typer.Option(False, help="Score cached estimates; run no estimator."),
+        threads: int = typer.Option(1, help="torch CPU threads."),
+    ) -> None:
+        """Run every method on every pair at the same budget and score it against ground truth."""
+        import json
+
+        import torch
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        from tailscope.lowprob import zoo
+        from tailscope.lowprob.distributions import DISTRIBUTIONS
+        from tailscope.lowprob.evaluation import METHODS, run_pair, score, select_targets
+        from tailscope.lowprob.groundtruth import ground_truth_path, load_ground_truth
+        from tailscope.lowprob.lm import LowProbModel
+        from tailscope.lowprob.report import plot_results, results_table, summarise
+
+        torch.set_num_threads(threads)
+        console = Console()
+        model_list = _split(models, zoo.model_names(), "models")
+        dist_list = _split(distributions, list(DISTRIBUTIONS), "distributions")
+        tokenizer = zoo.load_tokenizer()
+        pairs = []
+        for m in model_list:
+            for d in dist_list:
+                path = ground_truth_path(truth_dir, m, d)
+                if not path.exists():
+                    console.print(f"[yellow]skipping {m}/{d}: no ground truth at {path}[/yellow]")
+                    continue
+                cache_file = cache / f"{m}__{d}.json"
+                truth = load_ground_truth(path)
+                chosen = (sorted({r["target"] for r in json.loads(cache_file.read_text())})
+                          if cache_file.exists() else select_targets(truth, count=targets))
+                pairs.append((m, d, truth, chosen, cache_file))
+        if not score_only:
+            lms: dict[str, LowProbModel] = {}
+            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console) as progress:
+                task = progress.add_task("estimates", total=sum(len(p[3]) * len(METHODS) for p in pairs))
+                for m, d, _truth, chosen, cache_file in pairs:
+                    progress.update(task, description=f"{m}/{d}")
+                    lm = lms.setdefault(m, LowProbModel(zoo.load_model(m), batch_size=2048))
+                    dist = zoo.load_distribution(d, tokenizer=tokenizer)
+                    run_pair(lm, dist, chosen, cache_file, budget=budget, seed=seed,
+                             on_done=lambda *_: progress.advance(task))
+        results = []
+        for m, d, truth, chosen, cache_file in pairs:
+            if not cache_file.exists():
+                continue
+            rows = json.loads(cache_file.read_text())
+            results.append({
+                "model": m, "distribution": d, "ground_truth_inputs": truth.inputs,
+                "targets": [{"token": t, "text": tokenizer.decode([t]), "probability": truth.probability(t),
+                             "hits": truth.counts[t]} for t in chosen],
+                "scores": score(rows, truth, budget=budget),
+            })
+        report = {"budget": budget, "seed": seed, "pairs": results, "summary": summarise(results)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        console.print(results_table(report))
+        plot_results(report, plot)
+        console.print(f"wrote {out} and {plot}")

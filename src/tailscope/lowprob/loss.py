@@ -11,7 +11,7 @@ __all__ = ["affine_fit_loss", "floor_estimates", "itakura_saito"]
 def itakura_saito(p: np.ndarray, p_hat: np.ndarray) -> np.ndarray:
     """L(p, p̂) = p/p̂ − ln(p/p̂) − 1 elementwise; zero only when p̂ = p, infinite when p̂ = 0."""
     p, p_hat = np.asarray(p, dtype=float), np.asarray(p_hat, dtype=float)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(p_hat > 0, p / np.where(p_hat > 0, p_hat, 1.0), np.inf)
         return np.where(np.isinf(ratio), np.inf, ratio - np.log(ratio) - 1)
 
