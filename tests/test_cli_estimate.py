@@ -65,3 +65,18 @@ def test_sweep_reports_rates_and_coherence(tiny_dirs, prompt_file, tmp_path):
     assert [p["alpha"] for p in points] == [1.0, 2.0, 5.0]
     assert all(p["rollouts"] == 16 and p["interval"][0] <= p["rate"] <= p["interval"][1] for p in points)
     assert all(p["logprob_after_per_token"] < 0 for p in points)
+
+
+def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dirs, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("hello there\ntell me a story\nwhat is the weather\nplease explain plants\n")
+    args = ["estimate", "--method", "is", "--proposal", "tune", "--calibration", "1", "--budget", "40",
+            "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]), "--prompts", str(f),
+            "--judge", "regex:^[a-m]", "--max-new-tokens", "4", "--runs-dir", str(tmp_path / "runs"),
+            "--json", str(tmp_path / "e.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "e.json").read_text())
+    held = payload["settings"]["calibration_prompts"]
+    assert held == ["p0"] and [e["prompt_id"] for e in payload["estimates"]] == ["p1", "p2", "p3"]
+    assert all(e["settings"]["proposal"] == payload["settings"]["proposal"] for e in payload["estimates"])

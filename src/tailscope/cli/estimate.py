@@ -21,7 +21,8 @@ def estimate(
     reference: Optional[str] = typer.Option(None, "--reference", "-A", help="The less-safe variant (α = 0)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", "-p"),
     judge: Optional[str] = typer.Option(None, "--judge", "-j", help="refusal | regex:PAT | contains:TEXT | hf:PATH | http:URL | python:mod:fn"),
-    proposal: str = typer.Option("a=0", "--proposal", help="IS proposal, e.g. 'a=0', 'a=0;mix=0.5', 'a=0;switch=8'."),
+    proposal: str = typer.Option("a=0", "--proposal", help="IS proposal, e.g. 'a=0', 'a=0;mix=0.5', 'a=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
+    calibration: int = typer.Option(4, "--calibration", help="With --proposal tune: prompts set aside (never scored) for the search."),
     family: str = typer.Option("log-linear", "--family", help="LPE fit: log-linear | logit-linear | log-quadratic | logit-quadratic"),
     schedule: str = typer.Option("adaptive", "--schedule", help="LPE/MIS: adaptive | fixed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
@@ -58,6 +59,9 @@ def estimate(
         settings["family"] = family
     store = open_store(run, runs_dir, inputs, "estimate")
     console.print(f"run [bold]{store.name}[/] ({store.path})")
+    all_prompts = inputs.prompts
+    if method == "is" and proposal == "tune":
+        inputs.prompts = _tune(inputs, store, calibration, budget, settings)
     estimates = []
     try:
         with progress_bar(f"{method}: prompts", len(inputs.prompts)) as advance:
@@ -70,6 +74,8 @@ def estimate(
     except NonFiniteLogitsError as e:
         raise fail(str(e)) from None
     _print_table(estimates, inputs.truth, inputs.prompts)
+    if method == "is" and proposal == "tune":
+        settings = {**settings, "calibration_prompts": sorted({p.id for p in all_prompts} - {p.id for p in inputs.prompts})}
     payload = {"run": store.name, "method": method, "budget": budget, "settings": settings,
                "estimates": [e.to_dict() for e in estimates]}
     if inputs.truth:
@@ -86,6 +92,26 @@ def estimate(
         console.print(f"wrote {json_out}")
     console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()
+
+
+def _tune(inputs, store, calibration: int, budget: int, settings: dict):
+    """Set aside every k-th prompt for the proposal search; return the prompts left to score."""
+    from ..estimators import StoreSource
+    from ..estimators.tuning import tune_proposal
+    from ..prompts import PromptSet
+
+    prompts = list(inputs.prompts)
+    if calibration < 1 or calibration >= len(prompts):
+        raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(prompts)})")
+    step = len(prompts) // calibration
+    held = prompts[::step][:calibration]
+    with console.status(f"searching proposals on {len(held)} calibration prompts"):
+        search = tune_proposal(StoreSource(store, inputs.sampler, inputs.judge), inputs.sampler.scorer(), held,
+                               per_prompt=max(50, budget // 2))
+    settings["proposal"] = search.proposal.key
+    console.print(f"proposal chosen on calibration prompts {[p.id for p in held]} "
+                  f"({search.rollouts} rollouts, not scored): [bold]{search.proposal.key}[/]")
+    return PromptSet([p for p in prompts if p not in held])
 
 
 def _print_table(estimates, truth, prompts) -> None:

@@ -1,0 +1,117 @@
+"""Choosing an importance-sampling proposal by the cross-entropy method (METHODS.md §2).
+
+The zero-variance proposal for μ = E_{q_1}[f] is q* ∝ f q_1. The cross-entropy method moves a
+parametric proposal q_φ toward it: sample from the current proposal on calibration prompts, weight
+each hit by w = q_1 / q_current, and pick the φ that maximises Σ w f log q_φ(y) (each prompt's
+weights normalised to sum to one, so every calibration prompt counts the same); repeat from the
+new φ. Only hits enter the objective, and for a hit y the log-probability of every candidate
+(path point α0, defensive mixture λ, switch point t) follows from two per-token columns,
+log q_α0(y_t) and log q_1(y_t):
+
+    switching:  Σ_{t < t_switch} log q_α0(y_t) + Σ_{t ≥ t_switch} log q_1(y_t)
+    mixture:    Σ_t log(λ q_α0(y_t) + (1 − λ) q_1(y_t))
+
+The calibration prompts must not be the prompts later scored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..path import Proposal
+from ..prompts import Prompt
+from ..scoring import Scorer
+from ._source import RolloutSource
+
+__all__ = ["ProposalSearch", "candidate_log_q", "tune_proposal"]
+
+
+@dataclass
+class ProposalSearch:
+    """The chosen proposal and the search's record."""
+
+    proposal: Proposal
+    rounds: list[dict] = field(default_factory=list)
+    spent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rollouts(self) -> int:
+        """Distinct rollouts drawn (a proposal drawn again in a later round reuses its rollouts)."""
+        return sum(self.spent.values())
+
+
+def candidate_log_q(per_token: np.ndarray, proposal: Proposal, alpha_column: int, target_column: int) -> float:
+    """log q_proposal(y) from per-token columns of log q_α (rows are reply positions)."""
+    lq_a, lq_1 = per_token[:, alpha_column], per_token[:, target_column]
+    steps = np.arange(len(lq_a))
+    if proposal.mixture:
+        lam = proposal.mixture
+        lq_a = np.logaddexp(lq_a + math.log(lam), lq_1 + math.log1p(-lam))
+    if proposal.switch_after is not None:
+        lq_a = np.where(steps < proposal.switch_after, lq_a, lq_1)
+    return float(lq_a.sum())
+
+
+def tune_proposal(
+    source: RolloutSource,
+    scorer: Scorer,
+    calibration: Sequence[Prompt],
+    per_prompt: int = 200,
+    *,
+    alphas: Sequence[float] = (0.0, 0.25, 0.5),
+    mixtures: Sequence[float] = (0.0, 0.5, 0.9),
+    switches: Sequence[int | None] = (None, 4, 8, 16, 32),
+    rounds: int = 2,
+    start: Proposal | str = "a=0",
+) -> ProposalSearch:
+    """Cross-entropy-method search over (α0, λ, t_switch) on calibration prompts.
+
+    Each round draws ``per_prompt`` rollouts per calibration prompt from the current proposal.
+    Returns the start proposal unchanged when no round sees a hit.
+    """
+    if not calibration:
+        raise ValueError("the proposal search needs at least one calibration prompt")
+    candidates = [Proposal(alpha=a, mixture=m, switch_after=s)
+                  for a, m, s in itertools.product(alphas, mixtures, switches)]
+    columns = sorted({*map(float, alphas), 1.0})
+    current = Proposal.parse(start)
+    search = ProposalSearch(current)
+    for rnd in range(rounds):
+        hits_y, hits_prompt, hits_logw = [], [], []
+        for prompt in calibration:
+            obs = source.draw(prompt, current, per_prompt)
+            key = f"{prompt.id}|{current.key}"
+            search.spent[key] = max(search.spent.get(key, 0), len(obs))
+            for o in obs:
+                if o.flagged:
+                    hits_y.append(o.rollout)
+                    hits_prompt.append(prompt)
+                    hits_logw.append(o.rollout.logprob_target - o.rollout.logprob)
+        if not hits_y:
+            search.rounds.append({"round": rnd, "proposal": current.key, "hits": 0})
+            continue
+        per_token = scorer.token_logprobs(hits_prompt, [r.token_ids for r in hits_y], columns)
+        logw = np.array(hits_logw)
+        weights = np.zeros_like(logw)
+        ids = np.array([p.id for p in hits_prompt])
+        for pid in set(ids):  # normalise per prompt: every calibration prompt counts the same
+            m = ids == pid
+            weights[m] = np.exp(logw[m] - logw[m].max())
+            weights[m] /= weights[m].sum()
+        target_col = columns.index(1.0)
+        scores = []
+        for cand in candidates:
+            col = columns.index(cand.alpha)
+            lq = np.array([candidate_log_q(t, cand, col, target_col) for t in per_token])
+            scores.append(float((weights * lq).sum()))
+        best = candidates[int(np.argmax(scores))]
+        search.rounds.append({"round": rnd, "proposal": current.key, "hits": len(hits_y), "chosen": best.key,
+                              "objective": max(scores)})
+        current = best
+    search.proposal = current
+    return search

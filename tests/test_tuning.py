@@ -1,0 +1,38 @@
+"""The cross-entropy proposal search on a small real pair."""
+
+from __future__ import annotations
+
+import pytest
+
+from tailscope.estimators import LiveSource, importance
+from tailscope.estimators.tuning import candidate_log_q, tune_proposal
+from tailscope.judges import make_judge
+from tailscope.path import Proposal
+from tailscope.sampling import PathSampler
+
+
+@pytest.mark.parametrize("proposal", ["a=0;mix=0.5", "a=0.25;switch=3", "a=0.5;switch=2;mix=0.9", "a=0"])
+def test_candidate_log_q_matches_teacher_forced_proposal_scores(tiny_pair, prompts, proposal):
+    sampler = PathSampler(tiny_pair, max_new_tokens=8)
+    rollouts = sampler.sample(prompts, 2, "a=0.5")
+    scorer = sampler.scorer()
+    by_id = {p.id: p for p in prompts}
+    per_token = scorer.token_logprobs([by_id[r.prompt_id] for r in rollouts], [r.token_ids for r in rollouts],
+                                      (0.0, 0.25, 0.5, 1.0))
+    direct = scorer.score_rollouts(by_id, rollouts, (), [proposal])[:, 0]
+    prop = Proposal.parse(proposal)
+    col = [0.0, 0.25, 0.5, 1.0].index(prop.alpha)
+    for table, want in zip(per_token, direct):
+        assert candidate_log_q(table, prop, col, 3) == pytest.approx(want, abs=1e-4)
+
+
+def test_tune_proposal_picks_a_candidate_on_calibration_prompts(tiny_pair, prompts):
+    sampler = PathSampler(tiny_pair, max_new_tokens=6)
+    source = LiveSource(sampler, make_judge("regex:^[a-m]"))
+    search = tune_proposal(source, sampler.scorer(), prompts[:2], per_prompt=40, rounds=2,
+                           switches=(None, 2), mixtures=(0.0, 0.5))
+    drawn_from = {r["proposal"] for r in search.rounds}
+    assert search.rollouts == 2 * 40 * len(drawn_from)
+    assert isinstance(search.proposal, Proposal) and len(search.rounds) == 2
+    est = importance(source, prompts[2], 50, proposal=search.proposal)
+    assert est.rollouts == {search.proposal.key: 50}
