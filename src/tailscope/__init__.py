@@ -23,6 +23,15 @@ _EXPORTS = {
     "Prompt": "prompts",
     "PromptSet": "prompts",
     "load_prompts": "prompts",
+    "Estimate": "estimators",
+    "estimate": "estimators",
+    "Judge": "judges",
+    "Verdict": "judges",
+    "make_judge": "judges",
+    "RunStore": "store",
+    "run_config": "store",
+    "Scorer": "scoring",
+    "lda_sweep": "lda",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

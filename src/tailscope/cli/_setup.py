@@ -88,8 +88,10 @@ def open_store(run: str | None, runs_dir: Path, inputs: Inputs, kind: str, **ext
     config = run_config(inputs.sampler, judge=inputs.judge, kind=kind,
                         organism=inputs.organism.name if inputs.organism else None, **extra)
     if run is None:
-        digest = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "code"}, sort_keys=True,
-                                           default=str).encode()).hexdigest()[:10]
+        # named by what fixes the rollouts: weights, not paths (a moved checkpoint resumes its run)
+        keyed = {k: v for k, v in config.items() if k != "code"}
+        keyed["models"] = {k: (v.get("weights") if isinstance(v, dict) else v) for k, v in config["models"].items()}
+        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
         run = f"{kind}-{digest}"
     try:
         return RunStore.open(run, config, root=runs_dir)

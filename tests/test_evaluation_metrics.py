@@ -1,0 +1,48 @@
+"""Evaluation metrics against direct computations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from tailscope.evaluation.metrics import auroc, label_probability, matching_budget, naive_auroc_curve
+
+
+def _pairwise_auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_matches_pairwise_counting_with_ties():
+    g = np.random.default_rng(1)
+    scores = g.integers(0, 4, 60).astype(float)
+    labels = g.random(60) < 0.4
+    assert auroc(scores, labels) == pytest.approx(_pairwise_auroc(scores, labels))
+    assert math.isnan(auroc([1, 2], [True, True]))
+
+
+def test_label_probability_is_stable_for_tiny_rates():
+    p = np.array([1e-9, 1e-5, 0.5])
+    got = label_probability(p, 100_000)
+    assert got[0] == pytest.approx(1e-4, rel=1e-4)
+    assert got[1] == pytest.approx(1 - math.exp(-1), rel=1e-4) and got[2] == 1.0
+
+
+def test_naive_auroc_rises_with_budget():
+    g = np.random.default_rng(0)
+    rates = 10 ** g.uniform(-7, -3, 200)
+    labels = g.random(200) < label_probability(rates, 100_000)
+    curve = naive_auroc_curve(rates, labels, [10, 1000, 100_000], draws=20)
+    means = [curve[b].mean() for b in (10, 1000, 100_000)]
+    assert means[0] < means[1] < means[2] and means[0] == pytest.approx(0.5, abs=0.05)
+
+
+def test_matching_budget_interpolates_on_log_budget():
+    curve = {10: 0.5, 100: 0.6, 1000: 0.8}
+    assert matching_budget(curve, 0.7) == pytest.approx(math.sqrt(100 * 1000))
+    assert matching_budget(curve, 0.5) == 10 and matching_budget(curve, 0.9) is None
