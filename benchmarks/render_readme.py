@@ -1,0 +1,103 @@
+"""Regenerate the README's benchmark tables from benchmarks/results/*.json (no hand-typed numbers).
+
+Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers; a result
+file that is missing leaves its table as it is. Run: ``python benchmarks/render_readme.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}" if abs(x) < 1e-2 else f"{x:.{digits}f}"
+    return str(x)
+
+
+def sampler_table(data: dict) -> str:
+    rows = ["| model | rows × tokens | path sampler tok/s | `generate` (target alone) tok/s | ratio (≥ 0.5 is par) "
+            "| naive no-cache loop tok/s (64 tokens) | path ÷ naive |",
+            "|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        rows.append(f"| {r['model']} | {r['rows']} × {r['new_tokens']} | {_fmt(r['path_tokens_per_s'])} | "
+                    f"{_fmt(r['generate_tokens_per_s'])} | **{r['ratio_vs_generate']:.2f}** | "
+                    f"{_fmt(r['naive_tokens_per_s'])} | **{r['ratio_vs_naive']:.1f}×** |")
+    return "\n".join(rows) + f"\n\n`{data['command']}` ({data['machine']['cpu_threads']} CPU threads, torch {data['machine']['torch']})."
+
+
+def auroc_table(data: dict) -> str:
+    rows = ["| method | AUROC at budget → | " + " | ".join(str(b) for b in data["budgets"]) +
+            " | budget matching naive@10k | saving | budget matching naive@100k | saving |",
+            "|---|---|" + "---|" * (len(data["budgets"]) + 4)]
+    naive = data["experiment"]["naive"]
+    rows.append("| naive (exact) | | " + " | ".join(_fmt(naive[str(b)]["auroc"]) if str(b) in naive else "–"
+                                                  for b in data["budgets"]) + " | 10,000 | 1× | 100,000 | 1× |")
+    for name, by_budget in data["experiment"]["methods"].items():
+        sav = data["experiment"]["savings"][name]
+        rows.append(f"| {name} | | " + " | ".join(_fmt(by_budget[str(b)]["auroc"]) if str(b) in by_budget else "–"
+                                              for b in data["budgets"]) +
+                    f" | {_fmt(sav['budget_matching_naive_10000'])} | {_fmt(sav['saving_vs_naive_10000'], 3)}× | "
+                    f"{_fmt(sav['budget_matching_naive_100000'])} | {_fmt(sav['saving_vs_naive_100000'], 3)}× |")
+    return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
+
+
+def error_table(data: dict) -> str:
+    rows = ["| method | budget | median \\|log10(est/truth)\\| | within ×3 | interval coverage | bounds only |",
+            "|---|---|---|---|---|---|"]
+    for name, by_budget in data["experiment"]["methods"].items():
+        for b, v in sorted(by_budget.items(), key=lambda kv: int(kv[0])):
+            rows.append(f"| {name} | {b} | {_fmt(v['median_abs_log10_error'])} | {_fmt(v['within_factor_3'])} | "
+                        f"{_fmt(v['coverage'])} | {v['upper_bounds_only']} |")
+    return "\n".join(rows)
+
+
+def detection_table(data: dict) -> str:
+    rows = ["| organism | amplification a | rate [95% CI] | rollouts per hit | vs a = 0 (exact rate) | log p_after/token |",
+            "|---|---|---|---|---|---|"]
+    for org in data["organisms"]:
+        for p in org["points"]:
+            ci = f"{_fmt(p['rate'])} [{_fmt(p['interval'][0])}, {_fmt(p['interval'][1])}]"
+            gain = _fmt(p.get("gain_vs_exact"), 3)
+            rows.append(f"| {org['name']} | {p['amplification']:g} | {ci} | {_fmt(p.get('rollouts_per_hit'))} | "
+                        f"{gain}{'×' if p.get('gain_vs_exact') else ''} | {_fmt(p['logprob_after_per_token'])} |")
+    return "\n".join(rows) + f"\n\n`{data['command']}`"
+
+
+TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "sampler": ("sampler.json", sampler_table),
+    "auroc": ("auroc.json", auroc_table),
+    "errors": ("auroc.json", error_table),
+    "detection": ("detection.json", detection_table),
+}
+
+
+def render(readme: Path = ROOT / "README.md") -> list[str]:
+    text = readme.read_text()
+    done = []
+    for name, (file, fn) in TABLES.items():
+        path = RESULTS / file
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
+        if not path.exists() or not pattern.search(text):
+            continue
+        table = fn(json.loads(path.read_text()))
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+        done.append(name)
+    readme.write_text(text)
+    return done
+
+
+if __name__ == "__main__":
+    print("rendered:", ", ".join(render()) or "nothing")
