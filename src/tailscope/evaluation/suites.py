@@ -1,0 +1,142 @@
+"""The evaluation suites behind `tailscope evaluate SUITE`: each writes JSON, PNG plots and HTML.
+
+* ``auroc`` — the LPE experiment (AUROC vs budget, rollout savings) and estimation error vs budget,
+  on the ``refusal`` organism.
+* ``detection`` — logit diff amplification on ``contamination`` and ``backdoor`` (rate vs
+  amplification) and on ``checkpoints`` (earliest checkpoint detected, with and without LDA).
+
+All rollouts go through run stores under ``runs_dir``: a suite stopped at any point resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SUITES", "run_auroc_suite", "run_detection_suite"]
+
+Progress = Callable[[str, int, int], None]
+
+AUROC_METHODS_FULL = {
+    "lpe": {"method": "lpe"},
+    "lpe (logit-linear)": {"method": "lpe", "family": "logit-linear"},
+    "lpe (log-quadratic)": {"method": "lpe", "family": "log-quadratic"},
+    "mis": {"method": "mis"},
+    "is (reference proposal)": {"method": "is", "proposal": "a=0"},
+}
+AUROC_METHODS_FAST = {k: AUROC_METHODS_FULL[k] for k in ("lpe", "mis", "is (reference proposal)")}
+
+
+def _store(name: str, sampler, judge, runs_dir: Path, **extra):
+    from ..store import RunStore, run_config
+
+    return RunStore.open(name, run_config(sampler, judge=judge, **extra), root=runs_dir)
+
+
+def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
+                    organism_name: str = "refusal", seed: int = 0) -> dict[str, Any]:
+    from ..judges import make_judge
+    from ..organisms import load
+    from ..report import write_report
+    from ..sampling import PathSampler
+    from .auroc import plot_auroc, run_auroc_experiment
+
+    org = load(organism_name)
+    judge = make_judge(org.judge_spec)
+    sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=128)
+    budgets = (30, 100, 300) if fast else (10, 30, 100, 300, 1000)
+    methods = AUROC_METHODS_FAST if fast else AUROC_METHODS_FULL
+    max_prompts = 24 if fast else None
+    with _store(f"eval-auroc-{organism_name}", sampler, judge, runs_dir, suite="auroc") as store:
+        exp = run_auroc_experiment(org, store, sampler, judge, methods=methods, budgets=budgets,
+                                   max_prompts=max_prompts, seed=seed, progress=progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = "auroc_fast" if fast else "auroc"
+        plot_auroc(exp, out_dir / f"{name}.png")
+        ests = []
+        from ..estimators import Estimate
+
+        for row in store.estimates():
+            if row["name"].startswith("lpe@") or row["name"].startswith("mis@"):
+                if row["name"].endswith(f"@{max(budgets)}"):
+                    ests.append(Estimate.from_dict(row["data"]))
+        write_report(ests, out_dir / f"{name}_report", title=f"{organism_name}: estimates at budget {max(budgets)}",
+                     truth={k: float(v["rate"]) for k, v in org.ground_truth.items()},
+                     alpha_truth={k: v.get("alpha_rates", {}) for k, v in org.ground_truth.items()})
+    data = {
+        "suite": "auroc", "organism": organism_name, "fast": fast, "budgets": list(budgets),
+        "command": f"tailscope evaluate auroc{' --fast' if fast else ''}",
+        "protocol_summary": (f"{len(exp.prompts)} prompts that never complied in a simulated 100-rollout screen; "
+                             "label = complies at least once in 100,000 rollouts (drawn from the exact rate, "
+                             "AUROC averaged over 200 label draws); naive simulated exactly from the exact rates; "
+                             f"other methods sampled for real, max_new_tokens={org.max_new_tokens}."),
+        "experiment": exp.to_dict(),
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
+                        seed: int = 0) -> dict[str, Any]:
+    from ..judges import make_judge
+    from ..organisms import list_organisms, load
+    from ..sampling import PathSampler
+    from .detection import amplification_curve, checkpoint_monitoring
+
+    have = set(list_organisms())
+    amps = (0.0, 0.3, 1.0, 2.0) if fast else (0.0, 0.3, 1.0, 2.0, 4.0)
+    n = 100 if fast else 500
+    limit = 6 if fast else 20
+    results: dict[str, Any] = {"suite": "detection", "fast": fast, "organisms": [],
+                               "command": f"tailscope evaluate detection{' --fast' if fast else ''}"}
+    for name in ("contamination", "backdoor"):
+        if name not in have:
+            continue
+        org = load(name)
+        judge = make_judge(org.judge_spec)
+        sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed)
+        with _store(f"eval-detection-{name}", sampler, judge, runs_dir, suite="detection") as store:
+            curve = amplification_curve(org, amps, n, store=store, judge=judge, prompt_limit=limit, seed=seed,
+                                        progress=(lambda k, _n=name: progress(f"LDA {_n}", k, 0)) if progress else None)
+        results["organisms"].append(curve)
+    if "checkpoints" in have:
+        org = load("checkpoints")
+        results["checkpoints"] = checkpoint_monitoring(org, 1.0, 200 if fast else 1000,
+                                                       judge=make_judge(org.judge_spec), seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "detection_fast" if fast else "detection"
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    _plot_detection(results, out_dir / f"{name}.png")
+    return results
+
+
+def _plot_detection(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not results["organisms"]:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, org in enumerate(results["organisms"]):
+        xs = [p["amplification"] for p in org["points"]]
+        ys = [max(p["rate"], 1e-7) for p in org["points"]]
+        lo = [max(p["interval"][0], 1e-7) for p in org["points"]]
+        hi = [p["interval"][1] for p in org["points"]]
+        ax.errorbar(xs, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], fmt="-o", color=f"C{i}", ms=4,
+                    capsize=2, label=f"{org['name']} (sampled)")
+        ax.axhline(org["exact_rate_after"], color=f"C{i}", ls=":", lw=1, label=f"{org['name']} exact rate at a=0")
+    ax.set_yscale("log")
+    ax.set_xlabel("amplification a (α = 1 + a)")
+    ax.set_ylabel("behaviour rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+SUITES = {"auroc": run_auroc_suite, "detection": run_detection_suite}
