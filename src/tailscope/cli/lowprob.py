@@ -85,8 +85,9 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         models: str = typer.Option("all", help="Comma-separated benchmark models or 'all'."),
         distributions: str = typer.Option("all", help="Comma-separated distributions or 'all'."),
-        budget: int = typer.Option(2**14, help="Model calls per estimate (forward and backward passes count)."),
+        budget: int = typer.Option(2**12, help="Model calls per estimate (forward and backward passes count)."),
         targets: int = typer.Option(8, help="Targets per pair (≥ 16 ground-truth hits, spread in log p)."),
+        max_probability: float = typer.Option(5e-4, help="Rarest-first targets at most this frequent."),
         seed: int = typer.Option(0, help="Seed of every estimator."),
         truth_dir: Path = typer.Option(Path(DEFAULT_TRUTH), help="Ground truth directory."),
         cache: Path = typer.Option(Path("benchmarks/results/lowprob_estimates"), help="Estimate cache directory."),
@@ -124,7 +125,7 @@ def register(app: typer.Typer) -> None:
                 cache_file = cache / f"{m}__{d}.json"
                 truth = load_ground_truth(path)
                 chosen = (sorted({r["target"] for r in json.loads(cache_file.read_text())})
-                          if cache_file.exists() else select_targets(truth, count=targets))
+                          if cache_file.exists() else select_targets(truth, count=targets, max_probability=max_probability))
                 pairs.append((m, d, truth, chosen, cache_file))
         if not score_only:
             lms: dict[str, LowProbModel] = {}

@@ -31,7 +31,7 @@ METHODS = ("naive", "itgis", "mhis", "qld", "gld")
 SHARED = ("naive", "qld", "gld")  # target-independent samples: one draw serves every target
 
 
-def select_targets(truth: GroundTruth, *, count: int = 8, min_hits: int = 16, max_probability: float = 1e-3
+def select_targets(truth: GroundTruth, *, count: int = 8, min_hits: int = 16, max_probability: float = 5e-4
                    ) -> list[int]:
     """Up to ``count`` tokens with ≥ ``min_hits`` hits and frequency ≤ ``max_probability``, evenly
     spread in log-probability from the rarest up."""

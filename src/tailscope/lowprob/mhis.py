@@ -85,7 +85,7 @@ def run_chains(lm: LowProbModel, dist: InputDistribution, target: int, *, chains
 
 
 def mhis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0,
-         temperature: float = 1.0, chains: int = 64, burn_in_fraction: float = 0.25) -> LowProbEstimate:
+         temperature: float = 1.0, chains: int = 32, burn_in_fraction: float = 0.25) -> LowProbEstimate:
     """Estimate P(argmax = target) with ``budget`` calls.
 
     Args:
