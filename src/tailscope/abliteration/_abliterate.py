@@ -17,7 +17,7 @@ import torch
 
 from ..prompts import Prompt
 from ._activations import first_token_logprobs
-from ._edit import WeightEdit, orthogonalize_weights
+from ._edit import WeightEdit, orthogonalize_weights, quantization_method
 from ._scoring import SampledCheck, harmless_kl, refusal_scores, sampled_check
 from ._search import DirectionSearch, SearchOptions, find_refusal_direction
 
@@ -136,6 +136,12 @@ def save_abliterated(lm, out: str | Path, result: AbliterationResult) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new directory for the checkpoint")
     out.mkdir(parents=True, exist_ok=True)
+    if quantization_method(lm.model) == "gguf":
+        # transformers dequantized the GGUF file on load; the edited weights are plain floats, saved as such
+        lm.model.hf_quantizer = None
+        for config in {id(c): c for c in (lm.model.config, lm.model.config.get_text_config())}.values():
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
     lm.model.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)
     save_file({"direction": result.search.direction.contiguous()}, str(out / DIRECTION_NAME))

@@ -18,7 +18,9 @@ from torch import nn
 
 from ._arch import ResidualLayout, Writer, residual_layout
 
-__all__ = ["WeightEdit", "ablate_direction", "orthogonalize_weights", "unit", "untie_output_embedding"]
+__all__ = [
+    "WeightEdit", "ablate_direction", "orthogonalize_weights", "quantization_method", "unit", "untie_output_embedding",
+]
 
 
 def unit(direction: torch.Tensor, what: str = "direction") -> torch.Tensor:
@@ -121,10 +123,24 @@ def orthogonalize_weights(model: nn.Module, direction: torch.Tensor, *, norm_pre
     layout = residual_layout(model)
     r = unit(direction)
     _check_size(layout, r)
+    method = quantization_method(model)
+    if method not in (None, "gguf"):
+        raise ValueError(f"the model is quantized with {method}; its packed weights cannot be edited: load it in "
+                         "float32, float16 or bfloat16 to abliterate it")
     untied = untie_output_embedding(model, layout.embedding)
     for writer in layout.writers:
         _project_writer(writer, r, norm_preserving)
     return WeightEdit(tuple(w.name for w in layout.writers), untied, norm_preserving, layout.approximate)
+
+
+def quantization_method(model: nn.Module) -> str | None:
+    """The transformers quantization method of ``model`` (None when it has none). A GGUF checkpoint is
+    dequantized into ordinary float weights when transformers loads it."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return None
+    method = quantizer.quantization_config.quant_method
+    return str(getattr(method, "value", method))
 
 
 def _check_size(layout: ResidualLayout, r: torch.Tensor) -> None:
