@@ -154,8 +154,8 @@ def test_cli_dry_run_and_checkpoint_on_tiny_gpt2(tokenizer, tmp_path):
     assert dry.exit_code == 0, dry.output
     card = json.loads(dry.stdout)
     assert card["dry_run"] and card["edited"] is None and card["num_layers"] == 3
-    # 80% of 3 layers: layers 0 and 1 are searched, at 2 positions each
-    assert {(c["layer"], c["position"]) for c in card["candidates"]} == {(0, -2), (0, -1), (1, -2), (1, -1)}
+    # l < 0.8 · 3: layers 0, 1 and 2 are searched, at 2 positions each
+    assert {(c["layer"], c["position"]) for c in card["candidates"]} == {(l, p) for l in range(3) for p in (-2, -1)}
 
     out = tmp_path / "abliterated"
     run = CliRunner().invoke(app, [*common, "--out", str(out), "--layer", "1", "--norm-preserving"])

@@ -4,7 +4,7 @@
 2. Mean residual stream per (layer, post-instruction position) over harmful and harmless prompts;
    each candidate is the difference of the two means (optionally made orthogonal to the harmless
    mean: ``projected``).
-3. For each candidate in the allowed layers (not the last 20%), ablate it at inference time and
+3. For each candidate in the allowed layers (l < 0.8 L), ablate it at inference time and
    measure the held-out harmful prompts' refusal score and the held-out harmless prompts' KL from
    the unedited model's first-token distributions.
 4. Choose the lowest refusal score among the candidates with KL ≤ ``max_kl``.
@@ -44,7 +44,7 @@ class SearchOptions:
             post-instruction tokens).
         projected: make each candidate orthogonal to the harmless mean at its (layer, position).
         max_kl: the KL bound on held-out harmless prompts' first-token distributions.
-        exclude_last: the fraction of final layers never searched.
+        exclude_last: layers l ≥ (1 − exclude_last) · L are never searched (Arditi et al.: l < 0.8 L).
         holdout: the fraction of each prompt set held out to judge candidates.
         refusal_openings: the replies counted as refusals by their first token.
         batch_size: prompts per forward pass (bounds memory).
@@ -127,7 +127,8 @@ def _split(prompts: Sequence[Prompt], holdout: float, seed: int, what: str) -> t
 
 
 def _allowed_layers(num_layers: int, options: SearchOptions) -> list[int]:
-    cutoff = max(1, math.floor((1.0 - options.exclude_last) * num_layers))
+    # Arditi et al. keep l < 0.8 L; the tolerance keeps 0.8 · 30 = 24.000000000000004 from admitting layer 24
+    cutoff = max(1, math.ceil((1.0 - options.exclude_last) * num_layers - 1e-9))
     if options.layer is not None:
         if not 0 <= options.layer < num_layers:
             raise ValueError(f"`layer` (={options.layer}) must be in [0, {num_layers}) for this model")
