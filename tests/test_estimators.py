@@ -129,3 +129,14 @@ def test_forecast_recovers_a_known_gumbel_tail():
     assert fc.worst_query[10**4] == pytest.approx(expected, abs=2e-4)
     lo, hi = fc.interval[10**4]
     assert lo <= fc.worst_query[10**4] <= hi
+
+
+def test_frontier_schedule_walks_further_toward_the_target(path):
+    from tailscope.estimators import walk_path
+
+    quiet = TabularPath(vocab=5, length=4, shift=4.0, bad=2, seed=3)
+    walk = walk_path(TabularSource(quiet), PROMPT, 1000, schedule="adaptive")
+    front = walk_path(TabularSource(quiet), PROMPT, 1000, schedule="frontier")
+    assert sum(p.spent for p in front) == 1000 and sum(p.spent for p in walk) <= 1000
+    last_hit = lambda pts: max(p.alpha for p in pts if p.hits)  # noqa: E731
+    assert last_hit(front) >= last_hit(walk)

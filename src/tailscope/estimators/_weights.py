@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["log_interval", "weight_diagnostics"]
+__all__ = ["hit_interval", "log_interval", "weight_diagnostics"]
 
 
 def log_interval(mean: float, se: float, confidence: float) -> tuple[float, float]:
@@ -18,6 +18,23 @@ def log_interval(mean: float, se: float, confidence: float) -> tuple[float, floa
         return (0.0, 0.0)
     spread = math.exp(z * se / mean) if se > 0 else 1.0
     return (mean / spread, mean * spread)
+
+
+def hit_interval(mean: float, se: float, hits: int, confidence: float) -> tuple[float, float]:
+    """The envelope of two intervals for a weighted rate estimate from ``hits`` hits.
+
+    * the standard-error interval, symmetric on the log scale (:func:`log_interval`);
+    * the count interval: μ̂ scaled by the exact Poisson bounds on the hit count over the count,
+      μ̂ · [L(k)/k, U(k)/k]. With few hits the sample standard error is itself unreliable (one
+      hit gives no spread at all); the count interval keeps the interval honest there.
+    """
+    lo_se, hi_se = log_interval(mean, se, confidence)
+    if hits <= 0 or mean <= 0:
+        return (lo_se, hi_se)
+    tail = (1 - confidence) / 2
+    lo_k = stats.chi2.ppf(tail, 2 * hits) / 2
+    hi_k = stats.chi2.ppf(1 - tail, 2 * hits + 2) / 2
+    return (min(lo_se, mean * lo_k / hits), max(hi_se, mean * hi_k / hits))
 
 
 def weight_diagnostics(log_w: np.ndarray, flagged: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,7 @@ from ..path import Proposal
 from ..prompts import Prompt
 from ._estimate import Estimate, zero_hit_upper_bound
 from ._source import RolloutSource
-from ._weights import log_interval, weight_diagnostics
+from ._weights import hit_interval, weight_diagnostics
 
 __all__ = ["importance"]
 
@@ -30,7 +30,8 @@ def importance(
 ) -> Estimate:
     """Importance-sampling estimate of the target's rate from ``budget`` rollouts of ``proposal``.
 
-    The interval is symmetric on the log scale around μ̂ with the sample standard error. With no
+    The interval is the envelope of a log-scale standard-error interval and a hit-count interval
+    (see :func:`~tailscope.estimators._weights.hit_interval`). With no
     hits the estimate is an upper bound: 3/n-style on the proposal's own rate times the largest
     weight a hit could plausibly carry (the largest weight observed, at least 1); this assumes the
     behaviour's weights are not larger than the weights seen, and says so in ``diagnostics``.
@@ -56,5 +57,5 @@ def importance(
     mean = float(contrib.mean())
     se = float(contrib.std(ddof=1) / math.sqrt(n)) if n > 1 else mean
     diagnostics["standard_error"] = se
-    return Estimate("is", prompt.id, mean, log_interval(mean, se, confidence), confidence, spent, k,
+    return Estimate("is", prompt.id, mean, hit_interval(mean, se, k, confidence), confidence, spent, k,
                     len(obs) - n, False, settings, diagnostics)

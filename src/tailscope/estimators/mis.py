@@ -20,7 +20,7 @@ from scipy.special import logsumexp
 from ..prompts import Prompt
 from ._estimate import Estimate, clopper_pearson, zero_hit_upper_bound
 from ._source import RolloutSource
-from ._weights import log_interval
+from ._weights import hit_interval
 from .schedule import DEFAULT_GRID, PathPoint, walk_path
 
 __all__ = ["balance_heuristic", "mis", "monotone_upper_bound"]
@@ -97,5 +97,5 @@ def mis(
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
     diagnostics = {"points": path, "standard_error": se, "max_weight_share": share,
                    "ess_hits": float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0}
-    return Estimate("mis", prompt.id, mean, log_interval(mean, se, confidence), confidence, spent, hits, failed,
+    return Estimate("mis", prompt.id, mean, hit_interval(mean, se, hits, confidence), confidence, spent, hits, failed,
                     False, settings, diagnostics)

@@ -8,6 +8,7 @@ the points that pin down the extrapolation and carry the balance heuristic's wei
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ def walk_path(
     min_hits: int = 1,
     refine_points: int = 3,
     schedule: str = "adaptive",
+    target_hits: float = 4.0,
 ) -> list[PathPoint]:
     """Spend exactly ``budget`` rollouts (or fewer when nothing is left to learn) along ``grid``.
 
@@ -58,8 +60,10 @@ def walk_path(
         step_share: the share of the budget spent at each point of the walk (at least 1 rollout).
         min_hits: keep walking while a point sees at least this many hits.
         refine_points: how many of the walk's last points share the remaining budget.
-        schedule: ``adaptive`` (the walk above) or ``fixed`` (the budget split evenly over the grid,
-            independent of what is seen; unbiased for MIS).
+        schedule: ``adaptive`` (the walk above), ``frontier`` (each step sized to expect
+            ``target_hits`` hits at the next point, from a log-linear trend through the points so
+            far, so the walk reaches as close to α = 1 as the budget allows) or ``fixed`` (the
+            budget split evenly over the grid, independent of what is seen; unbiased for MIS).
 
     Every rollout records log q_β for every β of the grid, so any subset of points can be pooled.
     """
@@ -68,8 +72,8 @@ def walk_path(
         raise ValueError(f"`grid` (={list(grid)}) must be non-empty values in [0, 1)")
     if budget < len(alphas) and schedule == "fixed":
         raise ValueError(f"`budget` (={budget}) is smaller than the grid ({len(alphas)} points)")
-    if schedule not in {"adaptive", "fixed"}:
-        raise ValueError(f"`schedule` (={schedule!r}) must be 'adaptive' or 'fixed'")
+    if schedule not in {"adaptive", "frontier", "fixed"}:
+        raise ValueError(f"`schedule` (={schedule!r}) must be 'adaptive', 'frontier' or 'fixed'")
     record = tuple(alphas)
     points: dict[float, PathPoint] = {}
 
@@ -85,6 +89,8 @@ def walk_path(
         return [points[a] for a in alphas]
 
     step = max(1, int(budget * step_share))
+    if schedule == "frontier":
+        return _frontier(spend, points, alphas, budget, step, min_hits, target_hits)
     used = 0
     for a in alphas:
         if used + step > budget:
@@ -101,3 +107,33 @@ def walk_path(
         if extra:
             spend(a, points[a].spent + extra)
     return [points[a] for a in walked]
+
+
+def _predicted_rate(points: dict[float, PathPoint], alpha: float) -> float:
+    """The rate expected at ``alpha`` from a log-linear trend through the points with hits."""
+    seen = [(a, p.hits / p.n) for a, p in sorted(points.items()) if p.n and p.hits]
+    if not seen:
+        return 0.0
+    if len(seen) == 1:
+        return seen[0][1]
+    (a0, r0), (a1, r1) = seen[-2], seen[-1]
+    slope = min(0.0, (math.log(r1) - math.log(r0)) / (a1 - a0))
+    return r1 * math.exp(slope * (alpha - a1))
+
+
+def _frontier(spend, points, alphas, budget, step, min_hits, target_hits) -> list[PathPoint]:
+    used = 0
+    for i, a in enumerate(alphas):
+        need = step if i == 0 else max(step, math.ceil(target_hits / max(_predicted_rate(points, a), 1e-12)))
+        n = min(need, budget - used)
+        if n <= 0:
+            break
+        point = spend(a, n)
+        used += n
+        if point.hits < min_hits:
+            break
+    left = budget - used
+    if left > 0:  # the last point walked: where the trend is least certain and closest to α = 1
+        last = max(points)
+        spend(last, points[last].spent + left)
+    return [points[a] for a in sorted(points)]
