@@ -134,5 +134,5 @@ def test_bad_arguments_are_named(setup):
         estimate("magic", lm, dist, target, 100)
     with pytest.raises(ValueError, match="`temperature` \\(=0\\)"):
         estimate("itgis", lm, dist, target, 100, temperature=0)
-    with pytest.raises(ValueError, match="too small for 32 chains"):
-        estimate("mhis", lm, dist, target, 100)
+    with pytest.raises(ValueError, match="too small for 8 chains"):
+        estimate("mhis", lm, dist, target, 20)

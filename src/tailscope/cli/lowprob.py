@@ -134,7 +134,9 @@ def register(app: typer.Typer) -> None:
                 task = progress.add_task("estimates", total=sum(len(p[3]) * len(METHODS) for p in pairs))
                 for m, d, _truth, chosen, cache_file in pairs:
                     progress.update(task, description=f"{m}/{d}")
-                    lm = lms.setdefault(m, LowProbModel(zoo.load_model(m), batch_size=2048))
+                    if m not in lms:
+                        lms[m] = LowProbModel(zoo.load_model(m), batch_size=2048)
+                    lm = lms[m]
                     dist = zoo.load_distribution(d, tokenizer=tokenizer)
                     run_pair(lm, dist, chosen, cache_file, budget=budget, seed=seed,
                              on_done=lambda *_: progress.advance(task))
@@ -147,7 +149,7 @@ def register(app: typer.Typer) -> None:
                 "model": m, "distribution": d, "ground_truth_inputs": truth.inputs,
                 "targets": [{"token": t, "text": tokenizer.decode([t]), "probability": truth.probability(t),
                              "hits": truth.counts[t]} for t in chosen],
-                "scores": score(rows, truth, budget=budget),
+                "scores": score(rows, truth, budget=budget, seed=seed),
             })
         report = {"budget": budget, "seed": seed, "pairs": results, "summary": summarise(results)}
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -99,16 +99,18 @@ def run_pair(lm: LowProbModel, dist: InputDistribution, targets: list[int], cach
     return rows
 
 
-def score(rows: list[dict[str, Any]], truth: GroundTruth, *, budget: int) -> dict[str, dict[str, Any]]:
-    """Per method: mean Itakura–Saito loss raw and after a leave-one-out affine fit in log space.
+def score(rows: list[dict[str, Any]], truth: GroundTruth, *, budget: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per method: mean Itakura–Saito loss raw and after a leave-one-out affine fit in log space,
+    over the estimates made with ``budget`` calls and ``seed``.
 
     Estimates of zero (no hit seen, no pair found) are scored as 1/(2·budget), the same floor for
     every method, which is what a half-count continuity correction gives naive sampling.
     """
     floor = 1 / (2 * budget)
+    rows = [r for r in rows if r["budget"] == budget and r["seed"] == seed]
     out: dict[str, dict[str, Any]] = {}
-    for method in sorted({r["method"] for r in rows if r["budget"] == budget}):
-        mine = sorted((r for r in rows if r["method"] == method and r["budget"] == budget), key=lambda r: r["target"])
+    for method in sorted({r["method"] for r in rows}):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["target"])
         p = np.array([truth.probability(r["target"]) for r in mine])
         p_hat = floor_estimates(np.array([math.exp(r["log_estimate"]) if r["log_estimate"] > -745 else 0.0
                                           for r in mine]), floor)

@@ -26,7 +26,7 @@ def proposal(dist_probs: torch.Tensor, scores: torch.Tensor, temperature: float)
 
 
 def itgis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0,
-          temperature: float = 2.0, decay: float = 0.9, batch_size: int = 256) -> LowProbEstimate:
+          temperature: float = 2.0, decay: float = 0.9, batch_size: int | None = None) -> LowProbEstimate:
     """Estimate P(argmax = target) with ``budget`` calls (each sample costs a forward and a backward).
 
     Args:
@@ -37,7 +37,8 @@ def itgis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *
         seed: seed of the sampling generator.
         temperature: T in q ∝ p exp(s/T), in units of the target logit.
         decay: EMA decay of the gradient average.
-        batch_size: samples per proposal update.
+        batch_size: samples per proposal update; by default an eighth of the samples, within [16, 256],
+            so that the proposal adapts about eight times at any budget.
     """
     if temperature <= 0:
         raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float")
@@ -46,6 +47,8 @@ def itgis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *
     n_total = budget // 2
     if n_total < 1:
         raise ValueError(f"`budget` (={budget}) is too small: ITGIS needs 2 calls per sample")
+    if batch_size is None:
+        batch_size = max(16, min(256, n_total // 8))
     probs = dist.with_vocab(lm.input_vocab_size).probs
     gen = torch.Generator().manual_seed(seed)
     ema = torch.zeros_like(probs)

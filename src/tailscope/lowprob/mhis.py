@@ -85,7 +85,7 @@ def run_chains(lm: LowProbModel, dist: InputDistribution, target: int, *, chains
 
 
 def mhis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0,
-         temperature: float = 1.0, chains: int = 32, burn_in_fraction: float = 0.25) -> LowProbEstimate:
+         temperature: float = 1.0, chains: int | None = None, burn_in_fraction: float = 0.25) -> LowProbEstimate:
     """Estimate P(argmax = target) with ``budget`` calls.
 
     Args:
@@ -95,13 +95,16 @@ def mhis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *,
         budget: model calls allowed: 2 per chain for the start, then 2 per chain per step.
         seed: seed of the chains' generator.
         temperature: T of the tilted target p(x) exp(M_t(x)/T).
-        chains: chains run in parallel (one batch).
+        chains: chains run in parallel (one batch); by default budget // 128 within [8, 64], which
+            leaves every chain at least 63 steps when the budget allows.
         burn_in_fraction: share of the steps discarded (still paid for).
     """
     if temperature <= 0:
         raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float")
     if not 0 <= burn_in_fraction < 1:
         raise ValueError(f"`burn_in_fraction` (={burn_in_fraction}) must lie in [0, 1)")
+    if chains is None:
+        chains = max(8, min(64, budget // 128))
     steps = budget // (2 * chains) - 1
     if steps < 1:
         raise ValueError(f"`budget` (={budget}) is too small for {chains} chains: need at least {4 * chains} calls")
