@@ -21,7 +21,7 @@ from ..prompts import Prompt
 from ._estimate import Estimate
 from ._source import RolloutSource
 from .mis import monotone_upper_bound
-from .schedule import DEFAULT_GRID, walk_path
+from .schedule import DEFAULT_GRID, summarize, walk_path
 
 __all__ = ["FAMILIES", "PathFit", "fit_path", "lpe"]
 
@@ -154,12 +154,10 @@ def lpe(
     if budget < 1:
         raise ValueError(f"`budget` (={budget}) must be >= 1")
     points = walk_path(source, prompt, budget, grid=grid, schedule=schedule, **walk)
-    spent = {f"a={p.alpha:.10g}": p.spent for p in points}
-    hits = sum(p.hits for p in points)
-    failed = sum(p.spent - p.n for p in points)
+    walked = summarize(points)
+    spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "family": family, "grid": list(grid), "schedule": schedule,
                 "min_fit_hits": min_fit_hits, "bootstrap": bootstrap, **walk}
-    path = [{"alpha": p.alpha, "n": p.n, "hits": p.hits} for p in points]
     used = [p for p in points if p.n and p.hits >= min_fit_hits]
     needed = 2 if family.endswith("linear") else 3
     bound = monotone_upper_bound(points, confidence)

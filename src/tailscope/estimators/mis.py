@@ -21,7 +21,7 @@ from ..prompts import Prompt
 from ._estimate import Estimate, clopper_pearson, zero_hit_upper_bound
 from ._source import RolloutSource
 from ._weights import hit_interval
-from .schedule import DEFAULT_GRID, PathPoint, walk_path
+from .schedule import DEFAULT_GRID, PathPoint, summarize, walk_path
 
 __all__ = ["balance_heuristic", "mis", "monotone_upper_bound"]
 
@@ -84,11 +84,9 @@ def mis(
     if budget < 1:
         raise ValueError(f"`budget` (={budget}) must be >= 1")
     points = walk_path(source, prompt, budget, grid=grid, schedule=schedule, **walk)
-    spent = {f"a={p.alpha:.10g}": p.spent for p in points}
-    hits = sum(p.hits for p in points)
-    failed = sum(p.spent - p.n for p in points)
+    walked = summarize(points)
+    spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "grid": list(grid), "schedule": schedule, **walk}
-    path = [{"alpha": p.alpha, "n": p.n, "hits": p.hits} for p in points]
     bound = monotone_upper_bound(points, confidence)
     if hits == 0:
         return Estimate("mis", prompt.id, 0.0, (0.0, bound), confidence, spent, 0, failed, True, settings,

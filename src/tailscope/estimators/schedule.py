@@ -16,7 +16,7 @@ from ..path import Proposal
 from ..prompts import Prompt
 from ._source import Observation, RolloutSource
 
-__all__ = ["DEFAULT_GRID", "PathPoint", "walk_path"]
+__all__ = ["DEFAULT_GRID", "PathPoint", "WalkSummary", "summarize", "walk_path"]
 
 DEFAULT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -39,6 +39,25 @@ class PathPoint:
     @property
     def spent(self) -> int:
         return len(self.observations)
+
+
+@dataclass(frozen=True)
+class WalkSummary:
+    """What a walk cost and saw: rollouts by proposal key, hits, judge failures, the points."""
+
+    spent: dict[str, int]
+    hits: int
+    failed: int
+    path: list[dict]
+
+
+def summarize(points: Sequence[PathPoint]) -> WalkSummary:
+    return WalkSummary(
+        spent={f"a={p.alpha:.10g}": p.spent for p in points},
+        hits=sum(p.hits for p in points),
+        failed=sum(p.spent - p.n for p in points),
+        path=[{"alpha": p.alpha, "n": p.n, "hits": p.hits} for p in points],
+    )
 
 
 def walk_path(
