@@ -26,7 +26,7 @@ def proposal(dist_probs: torch.Tensor, scores: torch.Tensor, temperature: float)
 
 
 def itgis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0,
-          temperature: float = 2.0, decay: float = 0.9, batch_size: int | None = None) -> LowProbEstimate:
+          temperature: float = 0.5, decay: float = 0.9, batch_size: int | None = None) -> LowProbEstimate:
     """Estimate P(argmax = target) with ``budget`` calls (each sample costs a forward and a backward).
 
     Args:

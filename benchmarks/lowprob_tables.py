@@ -1,0 +1,40 @@
+"""Print the markdown tables of docs/lowprob.md from the benchmark JSON files.
+
+    python benchmarks/lowprob_tables.py benchmarks/results/lowprob.json [more.json ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+ORDER = ("naive", "itgis", "mhis", "qld", "gld", "constant")
+
+
+def fmt(x: float) -> str:
+    return f"{x:.3g}" if x < 1e3 else f"{x:.1e}"
+
+
+def tables(report: dict) -> str:
+    methods = [m for m in ORDER if m in report["summary"]]
+    lines = [f"**{report['budget']} model calls per estimate** (raw / after the held-out affine fit)", "",
+             "| pair | ground-truth inputs | targets (p range) | " + " | ".join(methods) + " |",
+             "|---|---:|---|" + "---:|" * len(methods)]
+    for p in report["pairs"]:
+        probs = [t["probability"] for t in p["targets"]]
+        cells = [f"{fmt(p['scores'][m]['loss'])} / {fmt(p['scores'][m]['loss_affine'])}" for m in methods]
+        lines.append(f"| {p['model']}/{p['distribution']} | {p['ground_truth_inputs']:,} | "
+                     f"{len(probs)} ({min(probs):.1e}–{max(probs):.1e}) | " + " | ".join(cells) + " |")
+    s = report["summary"]
+    for label, raw, aff in [("mean", "loss", "loss_affine"), ("median", "median_loss", "median_loss_affine")]:
+        lines.append(f"| **{label}** | | | " + " | ".join(f"{fmt(s[m][raw])} / {fmt(s[m][aff])}" for m in methods)
+                     + " |")
+    lines.append("| **pairs won** | | | " + " | ".join(
+        f"{s[m]['wins_raw']} / {s[m]['wins_affine']}" if m != "constant" else "–" for m in methods) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        print(tables(json.load(open(path))))
+        print()
