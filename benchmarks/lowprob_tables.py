@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 ORDER = ("naive", "itgis", "mhis", "qld", "gld", "constant")
 
 
@@ -29,6 +31,13 @@ def tables(report: dict) -> str:
     for label, raw, aff in [("mean", "loss", "loss_affine"), ("median", "median_loss", "median_loss_affine")]:
         lines.append(f"| **{label}** | | | " + " | ".join(f"{fmt(s[m][raw])} / {fmt(s[m][aff])}" for m in methods)
                      + " |")
+    zeros = {m: sum(p["scores"][m]["zero_estimates"] for p in report["pairs"] if m in p["scores"]) for m in methods}
+    targets = sum(len(p["targets"]) for p in report["pairs"])
+    lines.append(f"| **zero estimates** (of {targets}) | | | " + " | ".join(
+        str(zeros[m]) if m != "constant" else "–" for m in methods) + " |")
+    lines.append("| **median \\|log10 p̂/p\\|** (median over pairs) | | | " + " | ".join(
+        f"{np.nanmedian([p['scores'][m]['median_abs_log10_error'] for p in report['pairs']]):.2f}"
+        if m != "constant" else "–" for m in methods) + " |")
     lines.append("| **pairs won** | | | " + " | ".join(
         f"{s[m]['wins_raw']} / {s[m]['wins_affine']}" if m != "constant" else "–" for m in methods) + " |")
     return "\n".join(lines)
