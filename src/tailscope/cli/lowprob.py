@@ -94,6 +94,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("benchmarks/results/lowprob.json"), help="JSON results."),
         plot: Path = typer.Option(Path("benchmarks/results/lowprob.png"), help="PNG plot."),
         score_only: bool = typer.Option(False, help="Score cached estimates; run no estimator."),
+        also: list[Path] = typer.Option([], "--also", help="Further estimate caches (e.g. another target set) "
+                                        "whose estimates are scored together with --cache's."),
         threads: int = typer.Option(1, help="torch CPU threads."),
     ) -> None:
         """Run every method on every pair at the same budget and score it against ground truth."""
@@ -142,9 +144,17 @@ def register(app: typer.Typer) -> None:
                              on_done=lambda *_: progress.advance(task))
         results = []
         for m, d, truth, chosen, cache_file in pairs:
-            if not cache_file.exists():
+            files = [f for f in [cache_file, *(a / cache_file.name for a in also)] if f.exists()]
+            if not files:
                 continue
-            rows = json.loads(cache_file.read_text())
+            rows, seen = [], set()
+            for f in files:
+                for r in json.loads(f.read_text()):
+                    key = (r["method"], r["target"], r["budget"], r["seed"])
+                    if key not in seen:
+                        seen.add(key)
+                        rows.append(r)
+            chosen = sorted({r["target"] for r in rows if r["budget"] == budget and r["seed"] == seed})
             results.append({
                 "model": m, "distribution": d, "ground_truth_inputs": truth.inputs,
                 "targets": [{"token": t, "text": tokenizer.decode([t]), "probability": truth.probability(t),
