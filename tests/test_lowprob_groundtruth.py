@@ -76,3 +76,15 @@ def test_cli_ground_truth_and_score(tmp_path):
     assert data["inputs"] == 2048 == sum(data["counts"])
     bad = runner.invoke(app, ["lowprob", "ground-truth", "--models", "L9", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "L9" in bad.output
+
+
+def test_cli_estimate_prints_one_result():
+    from tailscope.cli import app
+
+    result = CliRunner().invoke(app, ["lowprob", "estimate", "#331", "--model", "L1", "--method", "gld",
+                                      "--budget", "256"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["method"] == "gld" and data["calls"] == 256 and data["target"] == 331
+    bad = CliRunner().invoke(app, ["lowprob", "estimate", "#1", "--method", "magic"])
+    assert bad.exit_code != 0 and "magic" in bad.output

@@ -167,3 +167,50 @@ def register(app: typer.Typer) -> None:
         console.print(results_table(report))
         plot_results(report, plot)
         console.print(f"wrote {out} and {plot}")
+
+    @lowprob.command("estimate")
+    def estimate_one(
+        target: str = typer.Argument(..., help="Target token: its text (one token) or `#id`."),
+        model: str = typer.Option("L2", help="A benchmark model (L1, L2, L4) or a transformers checkpoint directory."),
+        distribution: str = typer.Option("hex", help="A registered distribution."),
+        corpus: list[Path] = typer.Option([], help="Text files for the token-frequency table (needed for a "
+                                          "checkpoint that is not a benchmark model)."),
+        method: str = typer.Option("itgis", help="naive, itgis, mhis, qld or gld."),
+        budget: int = typer.Option(2**12, help="Model calls (forward and backward passes count)."),
+        seed: int = typer.Option(0, help="Seed of the estimator."),
+        threads: int = typer.Option(1, help="torch CPU threads."),
+    ) -> None:
+        """Estimate P(argmax = target) for one model, distribution and target; prints JSON."""
+        import json
+
+        import torch
+
+        from tailscope.lowprob import zoo
+        from tailscope.lowprob.distributions import build_distribution, count_tokens
+        from tailscope.lowprob.estimators import ESTIMATORS, estimate
+        from tailscope.lowprob.lm import LowProbModel
+
+        torch.set_num_threads(threads)
+        if method not in ESTIMATORS:
+            raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(ESTIMATORS)}")
+        if model in zoo.model_names():
+            tokenizer, net = zoo.load_tokenizer(), zoo.load_model(model)
+            counts = zoo.load_counts()
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if not corpus:
+                raise typer.BadParameter(f"{model!r} is not a benchmark model: pass --corpus files to count tokens")
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+            counts = count_tokens(tokenizer, [p.read_text(encoding="utf-8", errors="replace") for p in corpus])
+        if target.startswith("#"):
+            token = int(target[1:])
+        else:
+            ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise typer.BadParameter(f"target {target!r} is {len(ids)} tokens, not one; pass `#id` instead")
+            token = ids[0]
+        dist = build_distribution(distribution, tokenizer, counts)
+        result = estimate(method, LowProbModel(net), dist, token, budget, seed=seed)
+        typer.echo(json.dumps(result.to_dict(), indent=2))
