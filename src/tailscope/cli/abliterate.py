@@ -35,6 +35,7 @@ def abliterate(
     device: str = typer.Option("cpu", "--device"),
     dtype: str = typer.Option("float32", "--dtype"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the checkpoint (off unless asked)."),
+    show: int = typer.Option(20, "--show", help="Candidates listed (best refusal scores first; the chosen one always)."),
     as_json: bool = typer.Option(False, "--json", help="Print the card as JSON instead of tables."),
 ) -> None:
     """Find the refusal direction and remove it from the weights; save a checkpoint with an abliteration.json card."""
@@ -68,7 +69,7 @@ def abliterate(
     if as_json:
         typer.echo(json.dumps(card, indent=1, default=str))
         return
-    _print_tables(card)
+    _print_tables(card, show)
     if result.out is not None:
         console.print(f"wrote the abliterated checkpoint to {result.out} (card: {result.out / 'abliteration.json'})")
 
@@ -84,16 +85,18 @@ def _candidate_bar() -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _print_tables(card: dict) -> None:
+def _print_tables(card: dict, show: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"candidate directions (held-out refusal score with the direction ablated; KL ≤ "
-                        f"{card['options']['max_kl']:g} on harmless prompts)")
+    table = Table(title=f"{len(listed)} of {len(ranked)} candidate directions, lowest held-out refusal score with "
+                        f"the direction ablated first (KL ≤ {card['options']['max_kl']:g} on harmless prompts)")
     for col in ("layer", "position", "‖r‖", "refusal score", "KL", ""):
         table.add_column(col, justify="right" if col not in ("",) else "left")
     chosen = (card["layer"], card["position"])
     ranked = sorted(card["candidates"], key=lambda c: (c["refusal_score"] is None, c["refusal_score"] or 0.0))
-    for c in ranked:
+    listed = ranked[:max(show, 0)]
+    listed += [c for c in ranked if (c["layer"], c["position"]) == chosen and c not in listed]
+    for c in listed:
         mark = "[bold green]chosen[/]" if (c["layer"], c["position"]) == chosen else c["note"]
         score = "-" if c["refusal_score"] is None else f"{c['refusal_score']:.2f}"
         kl = "-" if c["kl"] is None else f"{c['kl']:.3f}"
