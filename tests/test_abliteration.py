@@ -158,9 +158,9 @@ def test_cli_dry_run_and_checkpoint_on_tiny_gpt2(tokenizer, tmp_path):
     assert {(c["layer"], c["position"]) for c in card["candidates"]} == {(l, p) for l in range(3) for p in (-2, -1)}
 
     out = tmp_path / "abliterated"
-    run = CliRunner().invoke(app, [*common, "--out", str(out), "--layer", "1", "--norm-preserving"])
+    run = CliRunner().invoke(app, [*common, "--out", str(out), "--layer", "1", "--norm-preserving", "--show", "1"])
     assert run.exit_code == 0, run.output
-    assert "chosen" in run.stdout and "untied" in run.stdout
+    assert "chosen" in run.stdout and "untied" in run.stdout and "of 2 candidate directions" in run.stdout
     card = json.loads((out / CARD_NAME).read_text())
     assert card["layer"] == 1 and card["norm_preserving"] and card["edited"]["untied_lm_head"]
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}

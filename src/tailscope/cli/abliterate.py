@@ -88,14 +88,14 @@ def _candidate_bar() -> Iterator[Callable[[int, int], None]]:
 def _print_tables(card: dict, show: int) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{len(listed)} of {len(ranked)} candidate directions, lowest held-out refusal score with "
-                        f"the direction ablated first (KL ≤ {card['options']['max_kl']:g} on harmless prompts)")
-    for col in ("layer", "position", "‖r‖", "refusal score", "KL", ""):
-        table.add_column(col, justify="right" if col not in ("",) else "left")
     chosen = (card["layer"], card["position"])
     ranked = sorted(card["candidates"], key=lambda c: (c["refusal_score"] is None, c["refusal_score"] or 0.0))
     listed = ranked[:max(show, 0)]
     listed += [c for c in ranked if (c["layer"], c["position"]) == chosen and c not in listed]
+    table = Table(title=f"{len(listed)} of {len(ranked)} candidate directions, lowest held-out refusal score with "
+                        f"the direction ablated first (KL ≤ {card['options']['max_kl']:g} on harmless prompts)")
+    for col in ("layer", "position", "‖r‖", "refusal score", "KL", ""):
+        table.add_column(col, justify="right" if col else "left")
     for c in listed:
         mark = "[bold green]chosen[/]" if (c["layer"], c["position"]) == chosen else c["note"]
         score = "-" if c["refusal_score"] is None else f"{c['refusal_score']:.2f}"
