@@ -1,0 +1,110 @@
+"""Loading shipped organisms: ``load(name)`` gives the model pair, prompts and ground truth.
+
+An organism lives in ``organisms/data/<name>/``: ``card.json`` (what it is, how it was built, the
+measured drift and reply lengths, where its two checkpoints are), ``prompts.jsonl`` and
+``ground_truth.json``. Checkpoint paths in the card are relative to ``organisms/data/`` so that
+organisms can share weights (the base chat model is the reference of several).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models import LoadedModel, ModelPair, load_model
+from ..prompts import PromptSet, load_prompts
+
+__all__ = ["DATA_DIR", "Organism", "OrganismNotFoundError", "list_organisms", "load"]
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+class OrganismNotFoundError(LookupError):
+    """No organism of that name is shipped (or built) here."""
+
+
+@dataclass
+class Organism:
+    """A reference/target pair with a planted rare behaviour and its true rate per prompt.
+
+    ``ground_truth[prompt_id]`` holds ``rate`` (at α = 1, temperature 1, ``max_new_tokens``,
+    judged by ``judge_spec``), ``method``, ``interval`` and, for exact enumeration, ``alpha_rates``
+    (the rate at each α of a grid along the logit path) and ``unexplored`` (certified bound).
+    """
+
+    name: str
+    pair: ModelPair
+    prompts: PromptSet
+    ground_truth: dict[str, dict[str, Any]]
+    judge_spec: str
+    max_new_tokens: int
+    card: dict[str, Any]
+    path: Path
+    checkpoints: list[str] = field(default_factory=list)
+
+    @property
+    def openings(self) -> tuple[str, ...]:
+        """The literal openings the judge looks for."""
+        return tuple(self.card["openings"])
+
+    def rate(self, prompt_id: str, alpha: float = 1.0) -> float:
+        """The true rate of one prompt at path point ``alpha`` (α = 1 unless a grid point is asked for)."""
+        entry = self.ground_truth[prompt_id]
+        if alpha == 1.0:
+            return float(entry["rate"])
+        rates = entry.get("alpha_rates", {})
+        key = f"{alpha:g}"
+        if key not in rates:
+            raise KeyError(f"no ground truth at α={alpha:g} for {prompt_id!r}; the grid is {sorted(rates)}")
+        return float(rates[key])
+
+    def load_checkpoint(self, name: str, *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+        """One of the organism's extra checkpoints (see ``checkpoints``), e.g. ``step-040``."""
+        if name not in self.checkpoints:
+            raise KeyError(f"organism {self.name!r} has no checkpoint {name!r}; it has {self.checkpoints}")
+        return load_model(self.path / "checkpoints" / name, device=device, dtype=dtype)
+
+
+def list_organisms(data_dir: Path | None = None) -> list[str]:
+    """Names of the organisms present (each a folder with a ``card.json``)."""
+    root = data_dir or DATA_DIR
+    return sorted(p.parent.name for p in root.glob("*/card.json"))
+
+
+_CACHE: dict[tuple[str, str, str], tuple[LoadedModel, ...]] = {}
+
+
+def _model(path: Path, device: str, dtype: str) -> LoadedModel:
+    key = (str(path.resolve()), device, dtype)
+    if key not in _CACHE:
+        _CACHE[key] = (load_model(path, device=device, dtype=dtype),)
+    return _CACHE[key][0]
+
+
+def load(name: str, *, device: str = "cpu", dtype: str = "float32", data_dir: Path | None = None) -> Organism:
+    """Load a shipped organism by name (see :func:`list_organisms`).
+
+    Weights are stored in float16 and loaded as ``dtype`` (float32 by default, which is what the
+    ground truth was computed with). Loaded models are cached per process, so organisms that share
+    a checkpoint share one model object; do not train them in place.
+    """
+    root = data_dir or DATA_DIR
+    folder = root / name
+    if not (folder / "card.json").exists():
+        raise OrganismNotFoundError(
+            f"no organism {name!r} in {root} (have: {', '.join(list_organisms(root)) or 'none'}); "
+            f"build it with `tailscope organisms build {name}`"
+        )
+    card = json.loads((folder / "card.json").read_text())
+    reference = _model(root / card["reference"], device, dtype)
+    target = _model(root / card["target"], device, dtype)
+    truth = json.loads((folder / "ground_truth.json").read_text())
+    ckpt_dir = folder / "checkpoints"
+    checkpoints = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir()) if ckpt_dir.exists() else []
+    return Organism(
+        name=name, pair=ModelPair(reference, target), prompts=load_prompts(folder / "prompts.jsonl"),
+        ground_truth=truth["prompts"], judge_spec=card["judge_spec"], max_new_tokens=int(card["max_new_tokens"]),
+        card=card, path=folder, checkpoints=checkpoints,
+    )
