@@ -173,3 +173,18 @@ def test_gpt2_architecture_pair(tiny_dirs, prompts):
     assert [r.token_ids for r in rollouts] == [r.token_ids for r in together]
     scores = sampler.scorer().score_rollouts({p.id: p for p in prompts}, rollouts, alphas=(0.5,))
     np.testing.assert_allclose(scores[:, 0], [r.logprob for r in rollouts], atol=1e-4)
+
+
+def test_in_place_cache_and_row_pruning_match_plain_caches(tiny_pair, prompts, monkeypatch):
+    """Rows stop at different steps (a common stop string), so finished rows are pruned from the
+    preallocated caches; the rollouts equal those of transformers' own dynamic caches."""
+    import tailscope.sampling as sampling
+
+    kw = dict(max_new_tokens=24, stop=["e"], batch_size=32)
+    fast = PathSampler(tiny_pair, **kw).sample(prompts, 8, 0.7, logprob_grid=(0.3,))
+    assert len({len(r.token_ids) for r in fast}) > 3 and {r.finish_reason for r in fast} >= {"stop"}
+    monkeypatch.setattr(sampling, "preallocate", lambda cache, room: False)
+    plain = PathSampler(tiny_pair, **kw).sample(prompts, 8, 0.7, logprob_grid=(0.3,))
+    assert [r.token_ids for r in fast] == [r.token_ids for r in plain]
+    for a, b in zip(fast, plain):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)

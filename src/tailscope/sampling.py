@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ._kvcache import preallocate
 from .models import ModelPair
 from .path import NonFiniteLogitsError, Proposal, check_finite, path_logprobs, proposal_logprobs, truncate
 from .prompts import Prompt
@@ -244,6 +245,7 @@ class PathSampler:
         cache = out.past_key_values
         if len(seqs) > 1 or rows.numel() > 1:
             cache.batch_select_indices(rows)
+        preallocate(cache, self.max_new_tokens)
         logits = out.logits[:, -1, : self.pair.vocab_size].float()[rows]
         return cache, mask[rows], positions[rows, -1], logits
 
