@@ -118,6 +118,11 @@ def _print_tables(card: dict, show: int) -> None:
                         f"{check['flagged']}/{check['rollouts']} = {check['compliance_rate']:.3f}")
     if card["edited"] and card["edited"]["untied_lm_head"]:
         summary.add_row("note", "the LM head was untied from the embedding before the edit (unembedding unchanged)")
+    final = card["refusal_score_after"] if card["refusal_score_after"] is not None else card["search_refusal_score"]
+    if final > card["baseline_refusal_score"] - 1.0:
+        summary.add_row("warning", f"the refusal log-odds fell by only {card['baseline_refusal_score'] - final:.2f}: "
+                                   "check that --refusal-opening matches how this model refuses, and whether better "
+                                   "candidates were rejected by --max-kl")
     if card["edited"] and card["edited"]["approximate"]:
         summary.add_row("warning", card["edited"]["approximate"])
     out.print(summary)
