@@ -150,6 +150,9 @@ def test_cli_dry_run_and_checkpoint_on_tiny_gpt2(tokenizer, tmp_path):
     harmless.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in HARMLESS[:8]))
     common = ["abliterate", "--model", str(tmp_path / "tiny-gpt2"), "--harmful", str(harmful),
               "--harmless", str(harmless), "--max-kl", "10", "--positions", "2"]
+    only = CliRunner().invoke(app, [*common, "--dry-run", "--json", "--layers", "1"])
+    assert only.exit_code == 0, only.output
+    assert {c["layer"] for c in json.loads(only.stdout)["candidates"]} == {1}
     dry = CliRunner().invoke(app, [*common, "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
     card = json.loads(dry.stdout)
@@ -176,6 +179,9 @@ def test_too_few_prompts_and_bad_layer(tokenizer, tmp_path):
     with pytest.raises(ValueError, match=r"`layer` \(=7\) must be in \[0, 3\)"):
         find_refusal_direction(lm, PromptSet.from_texts(HARMFUL[:8]), PromptSet.from_texts(HARMLESS[:8]),
                                SearchOptions(layer=7))
+    with pytest.raises(ValueError, match="fewer than 64 tokens"):
+        find_refusal_direction(lm, PromptSet.from_texts(HARMFUL[:8]), PromptSet.from_texts(HARMLESS[:8]),
+                               SearchOptions(positions=64))
     assert post_instruction_length(lm.tokenizer) == 4  # "<|end|>", "\n", "<|assistant|>", "\n"
 
 

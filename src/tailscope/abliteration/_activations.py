@@ -74,14 +74,14 @@ def mean_activations(
     def pre_hook(index):
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            if hidden.shape[1] < positions:
-                raise ValueError(f"a prompt has fewer than {positions} tokens; ask for fewer positions")
             sums[index] += hidden[:, -positions:, :].detach().to("cpu", torch.float64).sum(0)
         return hook
 
     handles = [layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i, layer in enumerate(layout.layers)]
     try:
         for ids, mask, pos in _batches(tokenizer, prompts, batch_size, chat, _device(model)):
+            if ids.shape[1] < positions or not bool(mask[:, -positions:].all()):
+                raise ValueError(f"a prompt encodes to fewer than {positions} tokens: ask for fewer positions")
             # the decoder body only: no LM head over every position
             layout.body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
     finally:

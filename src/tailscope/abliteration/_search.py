@@ -188,14 +188,14 @@ def find_refusal_direction(
         if norm < 1e-6 * scale:
             # the same template tokens in both sets, before any layer has mixed in the prompt
             candidates.append(Candidate(layer, p, norm, eligible=False, note="zero direction"))
-            continue
-        with ablate_direction(model, r):
-            harm = first_token_logprobs(model, tok, harm_val, **kw)
-            safe = first_token_logprobs(model, tok, safe_val, **kw)
-        score = float(refusal_scores(harm, token_ids).mean())
-        kl = harmless_kl(base_safe, safe)
-        ok = opts.layer is not None or kl <= opts.max_kl
-        candidates.append(Candidate(layer, p, norm, score, kl, ok, "" if ok else f"KL > {opts.max_kl:g}"))
+        else:
+            with ablate_direction(model, r):
+                harm = first_token_logprobs(model, tok, harm_val, **kw)
+                safe = first_token_logprobs(model, tok, safe_val, **kw)
+            score = float(refusal_scores(harm, token_ids).mean())
+            kl = harmless_kl(base_safe, safe)
+            ok = opts.layer is not None or kl <= opts.max_kl
+            candidates.append(Candidate(layer, p, norm, score, kl, ok, "" if ok else f"KL > {opts.max_kl:g}"))
         if progress is not None:
             progress(done, len(pairs))
 

@@ -20,6 +20,7 @@ def abliterate(
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="New checkpoint directory (not needed with --dry-run)."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Force this layer (its best position is taken)."),
     position: Optional[int] = typer.Option(None, "--position", help="Force this post-instruction position (-1 = last prompt token)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Search only these layers, e.g. '8,12,16' (default: every layer l < 0.8 L)."),
     positions: Optional[int] = typer.Option(None, "--positions", help="Trailing prompt positions searched (default: the template's post-instruction tokens)."),
     projected: bool = typer.Option(False, "--projected", help="Make the direction orthogonal to the harmless mean first."),
     norm_preserving: bool = typer.Option(False, "--norm-preserving", help="Keep the norms of the edited weight vectors."),
@@ -50,11 +51,15 @@ def abliterate(
     if output is not None and not dry_run and output.exists() and any(output.iterdir()):
         raise fail(f"{output} exists and is not empty; choose a new directory for the checkpoint")
     try:
+        searched = tuple(int(x) for x in layers.split(",") if x.strip()) if layers else None
+    except ValueError:
+        raise fail(f"--layers must be comma-separated layer numbers, got {layers!r}") from None
+    try:
         harmful_set = load_prompts(harmful)
         harmless_set = load_prompts(harmless) if harmless is not None else harmless_prompts()
-        options = SearchOptions(layer=layer, position=position, positions=positions, projected=projected,
-                                max_kl=max_kl, holdout=holdout, batch_size=batch_size, chat=chat, seed=seed,
-                                refusal_openings=tuple(refusal_opening) or REFUSAL_OPENINGS)
+        options = SearchOptions(layer=layer, position=position, layers=searched, positions=positions,
+                                projected=projected, max_kl=max_kl, holdout=holdout, batch_size=batch_size,
+                                chat=chat, seed=seed, refusal_openings=tuple(refusal_opening) or REFUSAL_OPENINGS)
         with console.status(f"loading {model}"):
             lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         with _candidate_bar() as progress:
