@@ -1,6 +1,7 @@
 """Print the markdown tables of docs/lowprob.md from the benchmark JSON files.
 
     python benchmarks/lowprob_tables.py benchmarks/results/lowprob.json [more.json ...]
+    python benchmarks/lowprob_tables.py --overview a.json b.json ...   # one summary row per file
 """
 
 from __future__ import annotations
@@ -43,7 +44,26 @@ def tables(report: dict) -> str:
     return "\n".join(lines)
 
 
+def overview(paths: list[str]) -> str:
+    """One row per report: mean raw loss / mean affine loss and zero estimates for every method."""
+    reports = [json.load(open(p)) for p in paths]
+    methods = [m for m in ORDER if m in reports[0]["summary"]]
+    lines = ["mean raw loss / median affine-fit loss over pairs (zero estimates)", "",
+             "| run | targets | " + " | ".join(methods) + " |", "|---|---:|" + "---|" * len(methods)]
+    for path, r in zip(paths, reports):
+        s = r["summary"]
+        zeros = {m: sum(p["scores"][m]["zero_estimates"] for p in r["pairs"] if m in p["scores"]) for m in methods}
+        cells = [f"{fmt(s[m]['loss'])} / {fmt(s[m]['median_loss_affine'])}" + (f" ({zeros[m]} zero)" if zeros[m] else "")
+                 for m in methods]
+        lines.append(f"| {path.split('/')[-1]} (budget {r['budget']}, seed {r['seed']}) | "
+                     f"{sum(len(p['targets']) for p in r['pairs'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
-        print(tables(json.load(open(path))))
-        print()
+    if sys.argv[1] == "--overview":
+        print(overview(sys.argv[2:]))
+    else:
+        for path in sys.argv[1:]:
+            print(tables(json.load(open(path))))
+            print()

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("src/tailscope/lowprob/data"), help="Where to write tokenizer and models."),
         models: str = typer.Option("all", help="Comma-separated model names (L1, L2, L4) or 'all'."),
     ) -> None:
-        """Train the benchmark tokenizer and models on the standard library's source (deterministic)."""
+        """Train the benchmark tokenizer and models on the standard library's source (seeded)."""
         from tailscope.lowprob.recipe import MODEL_SPECS, build_all
 
         build_all(out, names=_split(models, list(MODEL_SPECS), "models"))
@@ -126,8 +126,10 @@ def register(app: typer.Typer) -> None:
                     continue
                 cache_file = cache / f"{m}__{d}.json"
                 truth = load_ground_truth(path)
-                chosen = (sorted({r["target"] for r in json.loads(cache_file.read_text())})
-                          if cache_file.exists() else select_targets(truth, count=targets, max_probability=max_probability))
+                if cache_file.exists():
+                    chosen = sorted({r["target"] for r in json.loads(cache_file.read_text())})
+                else:
+                    chosen = select_targets(truth, count=targets, max_probability=max_probability)
                 pairs.append((m, d, truth, chosen, cache_file))
         if not score_only:
             lms: dict[str, LowProbModel] = {}

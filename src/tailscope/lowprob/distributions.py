@@ -39,7 +39,8 @@ class InputDistribution:
 
     def __post_init__(self) -> None:
         if self.probs.ndim != 2:
-            raise ValueError(f"distribution {self.name!r}: `probs` must be (length, vocab), got {tuple(self.probs.shape)}")
+            raise ValueError(f"distribution {self.name!r}: `probs` must be (length, vocab), "
+                             f"got {tuple(self.probs.shape)}")
         if (self.probs < 0).any():
             raise ValueError(f"distribution {self.name!r}: `probs` has negative entries")
         sums = self.probs.sum(1)
@@ -129,15 +130,16 @@ def from_counts(name: str, tokenizer, counts: Sequence[int], positions: Sequence
         if isinstance(rule, str) and rule.startswith("="):
             ids = tokenizer(rule[1:], add_special_tokens=False)["input_ids"]
             if len(ids) != 1:
-                raise ValueError(f"distribution {name!r}, position {pos}: fixed text {rule[1:]!r} is {len(ids)} tokens, "
-                                 "not one")
+                raise ValueError(f"distribution {name!r}, position {pos}: fixed text {rule[1:]!r} is "
+                                 f"{len(ids)} tokens, not one")
             row[ids[0]] = 1.0
         else:
             match = (lambda s, r=re.compile(rule): r.fullmatch(s) is not None) if isinstance(rule, str) else rule
             keep = torch.tensor([i not in special and match(t) for i, t in enumerate(texts)])
             row = torch.where(keep, weights, torch.zeros_like(weights))
             if row.sum() == 0:
-                raise ValueError(f"distribution {name!r}, position {pos}: no token with a nonzero count matches {rule!r}")
+                raise ValueError(f"distribution {name!r}, position {pos}: no token with a nonzero count "
+                                 f"matches {rule!r}")
             row = row / row.sum()
         rows.append(row)
     return InputDistribution(name, torch.stack(rows))

@@ -1,4 +1,4 @@
-"""The deterministic recipe for the small models that the low-probability benchmark runs on.
+"""The seeded, single-threaded recipe for the small models of the low-probability benchmark.
 
 A byte-level BPE tokenizer and three Llama models (1, 2 and 4 layers, 130k–200k parameters) are
 trained on the Python standard library's source files, which every Python installation carries,
