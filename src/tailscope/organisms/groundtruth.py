@@ -11,7 +11,8 @@ decided by a prefix of its text, which makes P(behaviour) computable exactly:
   reaches the token limit undecided, is *decided negative*: drop it;
 * every other child (its text is still a proper prefix of an opening) is expanded.
 
-All tokens consistent with an opening are expanded, so non-canonical tokenizations are counted;
+All tokens consistent with an opening are expanded, so non-canonical tokenizations are counted
+(openings are ASCII: a token holding part of a multi-byte character can never start one);
 special tokens other than EOS decode to nothing and are expanded too. The tree is finite (the
 text grows toward the openings' length) except through runs of special tokens, so nodes whose
 probability falls below a threshold at every α are not expanded and their mass is reported as
@@ -181,6 +182,9 @@ def prefix_rates(
 
     if not openings or any(not o for o in openings):
         raise ValueError("`openings` must be a non-empty list of non-empty strings")
+    if not all(o.isascii() for o in openings):
+        # a byte-level token may hold part of a UTF-8 character, whose text is only known jointly
+        raise ValueError(f"`openings` must be ASCII text for an exact search, got {list(openings)!r}")
     alphas = [float(a) for a in alphas]
     vocab = vocab or _Vocab(pair, openings)
     encoder = PathSampler(pair, max_new_tokens=max_new_tokens, temperature=temperature)

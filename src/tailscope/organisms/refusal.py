@@ -115,3 +115,4 @@ def eval_prompts(per_category: int = 16, seed: int = 7) -> list[dict]:
                 seen.add(prompt)
                 out.append({"id": f"{cat}-{len(seen):02d}", "prompt": prompt, "category": cat})
     return out
+
