@@ -185,6 +185,22 @@ def test_too_few_prompts_and_bad_layer(tokenizer, tmp_path):
     assert post_instruction_length(lm.tokenizer) == 4  # "<|end|>", "\n", "<|assistant|>", "\n"
 
 
+def test_projected_direction_is_orthogonal_to_the_harmless_mean(tokenizer, tmp_path):
+    from tailscope.abliteration import mean_activations
+    from tailscope.abliteration._search import _split
+
+    lm = _tiny_lm(tokenizer, "llama", tmp_path)
+    harmful, harmless = PromptSet.from_texts(HARMFUL[:12]), PromptSet.from_texts(HARMLESS[:12])
+    options = SearchOptions(projected=True, positions=2, max_kl=100.0)
+    search = find_refusal_direction(lm, harmful, harmless, options)
+    fit, _ = _split(harmless, options.holdout, options.seed, "harmless")
+    mean = mean_activations(lm.model, lm.tokenizer, fit, 2)[search.layer, 2 + search.position].float()
+    assert abs(float(search.direction @ mean)) < 1e-4 * float(mean.norm())
+    plain = find_refusal_direction(lm, harmful, harmless, SearchOptions(positions=2, max_kl=100.0,
+                                                                         layer=search.layer, position=search.position))
+    assert abs(float(plain.direction @ mean)) > 1e-3 * float(mean.norm())  # the projection did something
+
+
 # ----------------------------------------------------------------- SmolLM2-135M-Instruct, end to end
 @pytest.fixture(scope="module")
 def smollm2():
