@@ -135,6 +135,28 @@ def test_refusal_scores_and_tokens(tokenizer):
         refusal_token_ids(tokenizer, [])
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_opening_logprobs_match_a_direct_forward_pass(tokenizer, arch):
+    from tailscope.abliteration import first_token_logprobs, opening_logprobs, opening_token_ids
+    from tailscope.sampling import encode_prompt
+
+    model = _tiny(tokenizer, arch)
+    prompts = PromptSet.from_texts(HARMLESS[:3])
+    openings = opening_token_ids(tokenizer, ["I can't", "Sorry", "I", "As an AI"])
+    assert tokenizer("I", add_special_tokens=False)["input_ids"] in openings  # "I can't" extends "I": dropped
+    got = opening_logprobs(model, tokenizer, prompts, openings, batch_size=2)
+    first = first_token_logprobs(model, tokenizer, prompts)
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            head = encode_prompt(tokenizer, prompt)
+            for j, opening in enumerate(openings):
+                logp = torch.log_softmax(model(torch.tensor([head + opening])).logits[0].double(), -1)
+                expected = sum(float(logp[len(head) - 1 + t, tok]) for t, tok in enumerate(opening))
+                assert float(got[i, j]) == pytest.approx(expected, abs=1e-4)
+                if len(opening) == 1:
+                    assert float(got[i, j]) == pytest.approx(float(first[i, opening[0]]), abs=1e-4)
+
+
 def _tiny_lm(tokenizer, arch, tmp_path):
     from tailscope.tiny import save_checkpoint
 
@@ -182,6 +204,12 @@ def test_too_few_prompts_and_bad_layer(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="fewer than 64 tokens"):
         find_refusal_direction(lm, PromptSet.from_texts(HARMFUL[:8]), PromptSet.from_texts(HARMLESS[:8]),
                                SearchOptions(positions=64))
+    with pytest.raises(ValueError, match="`score`"):
+        find_refusal_direction(lm, PromptSet.from_texts(HARMFUL[:8]), PromptSet.from_texts(HARMLESS[:8]),
+                               SearchOptions(score="judge"))
+    search = find_refusal_direction(lm, PromptSet.from_texts(HARMFUL[:8]), PromptSet.from_texts(HARMLESS[:8]),
+                                    SearchOptions(score="opening", positions=1, max_kl=100.0))
+    assert len(search.candidates) == 3 and all(isinstance(ids, list) for ids in search.refusal_token_ids)
     assert post_instruction_length(lm.tokenizer) == 4  # "<|end|>", "\n", "<|assistant|>", "\n"
 
 

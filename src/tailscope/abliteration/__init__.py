@@ -7,12 +7,28 @@ with an ``abliteration.json`` card. The pieces are public too: :func:`find_refus
 """
 
 from ._abliterate import CARD_NAME, AbliterationResult, abliterate, save_abliterated
-from ._activations import first_token_logprobs, mean_activations, post_instruction_length
+from ._activations import first_token_logprobs, mean_activations, opening_logprobs, post_instruction_length
 from ._arch import ResidualLayout, UnsupportedArchitectureError, Writer, residual_layout
 from ._edit import WeightEdit, ablate_direction, orthogonalize_weights, untie_output_embedding
 from ._prompts import HARMFUL, HARMLESS, harmful_prompts, harmless_prompts
-from ._scoring import REFUSAL_OPENINGS, SampledCheck, harmless_kl, refusal_scores, refusal_token_ids, sampled_check
-from ._search import Candidate, DirectionSearch, NoCandidateError, SearchOptions, find_refusal_direction
+from ._scoring import (
+    REFUSAL_OPENINGS,
+    SampledCheck,
+    harmless_kl,
+    log_odds,
+    opening_token_ids,
+    refusal_scores,
+    refusal_token_ids,
+    sampled_check,
+)
+from ._search import (
+    Candidate,
+    DirectionSearch,
+    NoCandidateError,
+    SearchOptions,
+    find_refusal_direction,
+    refusal_score,
+)
 
 __all__ = [
     "CARD_NAME",
@@ -36,9 +52,13 @@ __all__ = [
     "harmful_prompts",
     "harmless_kl",
     "harmless_prompts",
+    "log_odds",
     "mean_activations",
+    "opening_logprobs",
+    "opening_token_ids",
     "orthogonalize_weights",
     "post_instruction_length",
+    "refusal_score",
     "refusal_scores",
     "refusal_token_ids",
     "residual_layout",

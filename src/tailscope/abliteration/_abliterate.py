@@ -18,8 +18,8 @@ import torch
 from ..prompts import Prompt
 from ._activations import first_token_logprobs
 from ._edit import WeightEdit, orthogonalize_weights, quantization_method
-from ._scoring import SampledCheck, harmless_kl, refusal_scores, sampled_check
-from ._search import DirectionSearch, SearchOptions, find_refusal_direction
+from ._scoring import SampledCheck, harmless_kl, sampled_check
+from ._search import DirectionSearch, SearchOptions, find_refusal_direction, refusal_score
 
 __all__ = ["CARD_NAME", "AbliterationResult", "abliterate", "save_abliterated"]
 
@@ -115,10 +115,9 @@ def abliterate(
 
     check("before")
     result.edit = orthogonalize_weights(lm.model, search.direction, norm_preserving=norm_preserving)
-    kw = {"batch_size": opts.batch_size, "chat": opts.chat}
-    harm = first_token_logprobs(lm.model, lm.tokenizer, search.heldout_harmful, **kw)
-    safe = first_token_logprobs(lm.model, lm.tokenizer, search.heldout_harmless, **kw)
-    result.refusal_score = float(refusal_scores(harm, search.refusal_token_ids).mean())
+    result.refusal_score = refusal_score(lm.model, lm.tokenizer, search.heldout_harmful, opts)
+    safe = first_token_logprobs(lm.model, lm.tokenizer, search.heldout_harmless, batch_size=opts.batch_size,
+                                chat=opts.chat)
     result.kl = harmless_kl(search.baseline_harmless_logprobs, safe)
     check("after")
     if out is not None:

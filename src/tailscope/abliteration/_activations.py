@@ -17,7 +17,7 @@ from ..prompts import Prompt
 from ..sampling import encode_prompt
 from ._arch import residual_layout
 
-__all__ = ["first_token_logprobs", "mean_activations", "post_instruction_length"]
+__all__ = ["first_token_logprobs", "mean_activations", "opening_logprobs", "post_instruction_length"]
 
 _PROBES = ("Name a colour.", "what is 2 + 2")
 
@@ -99,4 +99,39 @@ def first_token_logprobs(
     for ids, mask, pos in _batches(tokenizer, prompts, batch_size, chat, _device(model)):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1).logits
         rows.append(torch.log_softmax(logits[:, -1, :].float(), dim=-1).cpu())
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def opening_logprobs(
+    model, tokenizer, prompts: Sequence[Prompt], openings: Sequence[Sequence[int]], *, batch_size: int = 8,
+    chat: bool | None = None,
+) -> torch.Tensor:
+    """log P(the reply starts with the token sequence ``openings[j]``) for every prompt and opening,
+    teacher-forced; float64 ``(len(prompts), len(openings))``."""
+    if not openings or not all(openings):
+        raise ValueError("every opening needs at least one token")
+    longest = max(map(len, openings))
+    rows = []
+    device = _device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(prompts), batch_size):
+        heads = [encode_prompt(tokenizer, p, chat) for p in prompts[start:start + batch_size]]
+        seqs = [h + list(o) for h in heads for o in openings]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, width - len(seq):] = torch.tensor(seq)
+            mask[i, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # left padding puts every opening at the end: only the last `longest + 1` logits are needed
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                       use_cache=False, logits_to_keep=longest + 1).logits[:, :-1, :]
+        totals = torch.zeros(len(seqs), dtype=torch.float64)
+        for i, seq in enumerate(seqs):
+            opening = torch.tensor(openings[i % len(openings)], device=logits.device)
+            logp = torch.log_softmax(logits[i, longest - len(opening):].double(), dim=-1)
+            totals[i] = logp.gather(-1, opening.unsqueeze(-1)).sum().cpu()
+        rows.append(totals.view(len(heads), len(openings)))
     return torch.cat(rows)

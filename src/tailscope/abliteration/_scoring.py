@@ -19,6 +19,8 @@ __all__ = [
     "REFUSAL_OPENINGS",
     "SampledCheck",
     "harmless_kl",
+    "log_odds",
+    "opening_token_ids",
     "refusal_scores",
     "refusal_token_ids",
     "sampled_check",
@@ -43,10 +45,27 @@ def refusal_token_ids(tokenizer, openings: Sequence[str] = REFUSAL_OPENINGS) -> 
 
 def refusal_scores(logprobs: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     """Per-prompt log-odds of a refusal opening, from first-token log-probabilities ``(n, vocab)``."""
-    log_p = torch.logsumexp(logprobs[:, list(token_ids)].double(), dim=-1)
-    # log(1 − p) computed stably from log p, clamped so p = 1 stays finite
-    log_not = torch.log(-torch.expm1(log_p.clamp(max=-1e-12)))
-    return log_p - log_not
+    return log_odds(torch.logsumexp(logprobs[:, list(token_ids)].double(), dim=-1))
+
+
+def log_odds(log_p: torch.Tensor) -> torch.Tensor:
+    """``log p − log(1 − p)`` from ``log p``, computed stably and clamped so p = 1 stays finite."""
+    return log_p - torch.log(-torch.expm1(log_p.clamp(max=-1e-12)))
+
+
+def opening_token_ids(tokenizer, openings: Sequence[str] = REFUSAL_OPENINGS) -> list[list[int]]:
+    """The refusal openings as token sequences, without those that extend another one (whose
+    probability the shorter opening already counts), so the probabilities can be summed."""
+    if not openings:
+        raise ValueError("`refusal_openings` is empty; give at least one opening such as \"I can't\"")
+    seqs: list[list[int]] = []
+    for text in openings:
+        tokens = [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
+        if not tokens:
+            raise ValueError(f"the refusal opening {text!r} encodes to no tokens")
+        if tokens not in seqs:
+            seqs.append(tokens)
+    return [s for s in seqs if not any(len(o) < len(s) and s[: len(o)] == o for o in seqs)]
 
 
 def harmless_kl(baseline: torch.Tensor, edited: torch.Tensor) -> float:

@@ -16,16 +16,19 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 
 from ..prompts import Prompt
-from ._activations import first_token_logprobs, mean_activations, post_instruction_length
+from ._activations import first_token_logprobs, mean_activations, opening_logprobs, post_instruction_length
 from ._arch import residual_layout
 from ._edit import ablate_direction
-from ._scoring import REFUSAL_OPENINGS, harmless_kl, refusal_scores, refusal_token_ids
+from ._scoring import REFUSAL_OPENINGS, harmless_kl, log_odds, opening_token_ids, refusal_scores, refusal_token_ids
 
-__all__ = ["Candidate", "DirectionSearch", "NoCandidateError", "SearchOptions", "find_refusal_direction"]
+__all__ = [
+    "Candidate", "DirectionSearch", "NoCandidateError", "SearchOptions", "find_refusal_direction", "refusal_score",
+]
 
 
 class NoCandidateError(RuntimeError):
@@ -46,7 +49,11 @@ class SearchOptions:
         max_kl: the KL bound on held-out harmless prompts' first-token distributions.
         exclude_last: layers l ≥ (1 − exclude_last) · L are never searched (Arditi et al.: l < 0.8 L).
         holdout: the fraction of each prompt set held out to judge candidates.
-        refusal_openings: the replies counted as refusals by their first token.
+        refusal_openings: the reply openings counted as refusals.
+        score: ``first_token`` counts a reply as a refusal when its first token is the first token of
+            an opening (one forward pass per prompt); ``opening`` when it starts with a whole opening
+            (teacher-forced, one forward pass per prompt and opening), which tells "Sure, here is why
+            this must be declined" from "Sure, here is how".
         batch_size: prompts per forward pass (bounds memory).
         chat: apply the chat template to text prompts (None: when the tokenizer has one).
         seed: the seed of the held-out split.
@@ -61,6 +68,7 @@ class SearchOptions:
     exclude_last: float = 0.2
     holdout: float = 0.25
     refusal_openings: tuple[str, ...] = REFUSAL_OPENINGS
+    score: Literal["first_token", "opening"] = "first_token"
     batch_size: int = 8
     chat: bool | None = None
     seed: int = 0
@@ -93,7 +101,7 @@ class DirectionSearch:
     positions: int
     splits: dict[str, int]
     options: SearchOptions
-    refusal_token_ids: list[int] = field(default_factory=list)
+    refusal_token_ids: list = field(default_factory=list)
     heldout_harmful: list[Prompt] = field(default_factory=list, repr=False)
     heldout_harmless: list[Prompt] = field(default_factory=list, repr=False)
     baseline_harmless_logprobs: torch.Tensor | None = field(default=None, repr=False)
@@ -112,6 +120,19 @@ class DirectionSearch:
             "refusal_token_ids": self.refusal_token_ids, "splits": self.splits, "options": opts,
             "candidates": [asdict(c) for c in self.candidates],
         }
+
+
+def refusal_score(model, tokenizer, prompts: Sequence[Prompt], options: SearchOptions) -> float:
+    """The mean refusal log-odds of ``prompts`` under ``options.score`` (see :class:`SearchOptions`)."""
+    kw = {"batch_size": options.batch_size, "chat": options.chat}
+    if options.score == "first_token":
+        logprobs = first_token_logprobs(model, tokenizer, prompts, **kw)
+        return float(refusal_scores(logprobs, refusal_token_ids(tokenizer, options.refusal_openings)).mean())
+    if options.score == "opening":
+        seqs = opening_token_ids(tokenizer, options.refusal_openings)
+        log_p = torch.logsumexp(opening_logprobs(model, tokenizer, prompts, seqs, **kw), dim=-1)
+        return float(log_odds(log_p).mean())
+    raise ValueError(f"`score` (={options.score!r}) must be 'first_token' or 'opening'")
 
 
 def _split(prompts: Sequence[Prompt], holdout: float, seed: int, what: str) -> tuple[list[Prompt], list[Prompt]]:
@@ -158,6 +179,8 @@ def find_refusal_direction(
         NoCandidateError: no candidate passes the KL bound (the error gives the smallest KL seen).
     """
     opts = options or SearchOptions()
+    if opts.score not in ("first_token", "opening"):
+        raise ValueError(f"`score` (={opts.score!r}) must be 'first_token' or 'opening'")
     model, tok = lm.model, lm.tokenizer
     layout = residual_layout(model)
     k = opts.positions or min(post_instruction_length(tok, opts.chat), 8)
@@ -175,8 +198,10 @@ def find_refusal_direction(
         unit_safe = safe_mean / safe_mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         diffs = diffs - (diffs * unit_safe).sum(-1, keepdim=True) * unit_safe
 
-    token_ids = refusal_token_ids(tok, opts.refusal_openings)
-    base_harm = first_token_logprobs(model, tok, harm_val, **kw)
+    token_ids = (refusal_token_ids(tok, opts.refusal_openings) if opts.score == "first_token"
+                 else opening_token_ids(tok, opts.refusal_openings))
+    base_harm = refusal_score(model, tok, harm_val, opts)
+    base_harmless = refusal_score(model, tok, safe_val, opts)
     base_safe = first_token_logprobs(model, tok, safe_val, **kw)
     pos_list = [opts.position] if opts.position is not None else list(range(-k, 0))
     pairs = [(layer, p) for layer in layers for p in pos_list]
@@ -190,9 +215,8 @@ def find_refusal_direction(
             candidates.append(Candidate(layer, p, norm, eligible=False, note="zero direction"))
         else:
             with ablate_direction(model, r):
-                harm = first_token_logprobs(model, tok, harm_val, **kw)
+                score = refusal_score(model, tok, harm_val, opts)
                 safe = first_token_logprobs(model, tok, safe_val, **kw)
-            score = float(refusal_scores(harm, token_ids).mean())
             kl = harmless_kl(base_safe, safe)
             ok = opts.layer is not None or kl <= opts.max_kl
             candidates.append(Candidate(layer, p, norm, score, kl, ok, "" if ok else f"KL > {opts.max_kl:g}"))
@@ -211,8 +235,7 @@ def find_refusal_direction(
     direction = diffs[best.layer, k + best.position].float()
     return DirectionSearch(
         direction=direction / direction.norm(), layer=best.layer, position=best.position, candidates=candidates,
-        baseline_refusal_score=float(refusal_scores(base_harm, token_ids).mean()),
-        baseline_harmless_refusal_score=float(refusal_scores(base_safe, token_ids).mean()),
+        baseline_refusal_score=base_harm, baseline_harmless_refusal_score=base_harmless,
         num_layers=layout.num_layers, positions=k,
         splits={"harmful_fit": len(harm_fit), "harmful_heldout": len(harm_val),
                 "harmless_fit": len(safe_fit), "harmless_heldout": len(safe_val)},

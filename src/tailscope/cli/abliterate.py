@@ -28,6 +28,7 @@ def abliterate(
     max_kl: float = typer.Option(0.1, "--max-kl", help="KL bound on held-out harmless prompts' first reply token."),
     holdout: float = typer.Option(0.25, "--holdout", help="Fraction of each prompt set held out to judge candidates."),
     refusal_opening: list[str] = typer.Option([], "--refusal-opening", help="Reply opening counted as a refusal (repeatable; default: I can't, I cannot, I'm sorry, Sorry, I won't, As an AI)."),
+    score: str = typer.Option("first_token", "--score", help="Refusal score: first_token (first token of an opening) or opening (the whole opening, teacher-forced)."),
     check_samples: int = typer.Option(0, "--check-samples", help="Replies sampled per held-out harmful prompt before and after, read by the judge."),
     check_judge: str = typer.Option("refusal", "--check-judge", help="Judge spec of the sampled check."),
     batch_size: int = typer.Option(8, "--batch-size"),
@@ -59,7 +60,8 @@ def abliterate(
         harmless_set = load_prompts(harmless) if harmless is not None else harmless_prompts()
         options = SearchOptions(layer=layer, position=position, layers=searched, positions=positions,
                                 projected=projected, max_kl=max_kl, holdout=holdout, batch_size=batch_size,
-                                chat=chat, seed=seed, refusal_openings=tuple(refusal_opening) or REFUSAL_OPENINGS)
+                                chat=chat, seed=seed, refusal_openings=tuple(refusal_opening) or REFUSAL_OPENINGS,
+                                score=score)
         with console.status(f"loading {model}"):
             lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         with _candidate_bar() as progress:
