@@ -88,6 +88,29 @@ def test_weight_edit_equals_inference_time_ablation(tokenizer, arch):
             assert abs(float(writer.module.bias.detach() @ r)) < 1e-5, writer.name
 
 
+@pytest.mark.parametrize("family", ["Qwen3", "Mistral", "Gemma", "Gemma2"])
+def test_other_families_by_standard_names(family):
+    import transformers
+
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    layout = residual_layout(model)
+    assert [w.name for w in layout.writers][:3] == [
+        "model.embed_tokens", "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"]
+    # Gemma 2 normalises each sublayer's output before the residual add: the edit is flagged approximate
+    assert (layout.approximate is not None) == (family == "Gemma2")
+    ids, direction = torch.tensor([[1, 5, 7, 9, 11]]), torch.randn(32)
+    with torch.no_grad():
+        with ablate_direction(model, direction):
+            ablated = model(ids).logits
+        edited = copy.deepcopy(model)
+        orthogonalize_weights(edited, direction)
+        torch.testing.assert_close(edited(ids).logits, ablated, atol=2e-5, rtol=1e-4)
+
+
 def test_gpt2_layout_is_conv1d(tokenizer):
     layout = residual_layout(_tiny(tokenizer, "gpt2"))
     axes = {w.name: w.residual_axis for w in layout.writers}
