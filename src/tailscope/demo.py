@@ -35,9 +35,10 @@ def run_demo(
     *,
     prompts: int = 4,
     budget: int = 400,
-    amplifications: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
-    lda_rollouts: int = 64,
+    amplifications: tuple[float, ...] = (0.0, 1.0, 2.0),
+    lda_rollouts: int = 48,
     lda_prompts: int = 4,
+    lda_tokens: int = 48,
     seed: int = 0,
     say: Callable[[Any], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
@@ -54,7 +55,7 @@ def run_demo(
     results: dict[str, Any] = {}
     org = load("refusal")
     judge = make_judge(org.judge_spec)
-    sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=128)
+    sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=256)
     ids = pick_prompts(org.ground_truth, prompts)
     by_id = {p.id: p for p in org.prompts}
     estimates, rows = [], []
@@ -79,8 +80,9 @@ def run_demo(
 
     bd = load("backdoor")
     bd_judge = make_judge(bd.judge_spec)
-    bd_sampler = PathSampler(bd.pair, max_new_tokens=bd.max_new_tokens, seed=seed, batch_size=128)
-    bd_prompts = list(bd.prompts)[:lda_prompts]
+    # the judge reads the reply's opening, so detection needs only the first tokens of each reply
+    bd_sampler = PathSampler(bd.pair, max_new_tokens=min(lda_tokens, bd.max_new_tokens), seed=seed, batch_size=256)
+    bd_prompts = [p for p in bd.prompts if not p.meta.get("trigger")][:lda_prompts]
     exact = sum(float(bd.ground_truth[p.id]["rate"]) for p in bd_prompts) / len(bd_prompts)
     with RunStore.open("demo-backdoor", run_config(bd_sampler, judge=bd_judge, demo="backdoor"), root=runs_dir) as store:
         points = lda_sweep(bd_sampler, bd_judge, bd_prompts, amplifications, lda_rollouts, store=store,
@@ -111,7 +113,8 @@ def _refusal_table(rows: list[dict], budget: int):
 def _backdoor_table(points, exact: float, per_point: int):
     from rich.table import Table
 
-    t = Table(title=f"backdoor organism, no trigger: logit diff amplification ({per_point} rollouts per row)")
+    t = Table(title=f"backdoor organism, no trigger: logit diff amplification ({per_point} rollouts per row, "
+                    "replies cut after their opening)")
     for col in ("amplification a", "hits", "rate [95%]", "rollouts to see it once", "log p_after/token"):
         t.add_column(col)
     t.add_row("exact, a = 0", "", f"{exact:.2g}", f"{1 / exact:,.0f}" if exact > 0 else "∞", "")

@@ -29,7 +29,7 @@ def estimate(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: float = typer.Option(1.0, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(128, "--batch-size", help="Rows decoded together (memory grows with it)."),
     device: str = typer.Option("cpu", "--device"),
     dtype: str = typer.Option("float32", "--dtype"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),

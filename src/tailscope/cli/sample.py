@@ -25,7 +25,7 @@ def sample(
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
     grid: Optional[str] = typer.Option(None, "--grid", help="Also record log q_β for these β, e.g. '0,0.5,1'."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(128, "--batch-size", help="Rows decoded together (memory grows with it)."),
     device: str = typer.Option("cpu", "--device"),
     dtype: str = typer.Option("float32", "--dtype"),
     chat: Optional[bool] = typer.Option(None, "--chat/--raw", help="Apply the chat template to text prompts (default: when the tokenizer has one)."),
