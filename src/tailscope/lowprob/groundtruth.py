@@ -62,7 +62,7 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
 
 
 def chunk_generator(seed: int, chunk: int) -> torch.Generator:
-    """The generator of chunk ``chunk``: independent of how the work was split into sessions."""
+    """The generator of chunk ``chunk``: independent of how the work was split into runs."""
     return torch.Generator().manual_seed(seed * 1_000_003 + chunk)
 
 
