@@ -68,29 +68,37 @@ def detection_table(data: dict) -> str:
     rows = ["| organism | amplification a | rate [95% CI] | rollouts per hit | vs a = 0 (exact rate) | log p_after/token |",
             "|---|---|---|---|---|---|"]
     for org in data["organisms"]:
+        rows.append(f"| {org['name']} | 0 (exact) | {_fmt(org['exact_rate_after'])} | "
+                    f"{_fmt(org['exact_rollouts_per_hit'])} | 1× | |")
         for p in org["points"]:
+            if p["amplification"] == 0:
+                continue
             ci = f"{_fmt(p['rate'])} [{_fmt(p['interval'][0])}, {_fmt(p['interval'][1])}]"
             gain = _fmt(p.get("gain_vs_exact"), 3)
             rows.append(f"| {org['name']} | {p['amplification']:g} | {ci} | {_fmt(p.get('rollouts_per_hit'))} | "
                         f"{gain}{'×' if p.get('gain_vs_exact') else ''} | {_fmt(p['logprob_after_per_token'])} |")
-    return "\n".join(rows) + f"\n\n`{data['command']}`"
+    note = ("The rate at a = 0 is exact (ground truth, mean over the prompts used); at a > 0 it is sampled, with "
+            "replies cut after their opening (the judge reads the opening), on prompts without the trigger and "
+            "unrelated to the contaminated domain.")
+    return "\n".join(rows) + f"\n\n`{data['command']}` — {note}"
 
 
-TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
-    "sampler": ("sampler.json", sampler_table),
-    "auroc": ("auroc.json", auroc_table),
-    "errors": ("auroc.json", error_table),
-    "detection": ("detection.json", detection_table),
+# each table reads the full run's results, or the fast run's when there is no full one
+TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
+    "sampler": (("sampler.json",), sampler_table),
+    "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
+    "errors": (("auroc.json", "auroc_fast.json"), error_table),
+    "detection": (("detection.json", "detection_fast.json"), detection_table),
 }
 
 
 def render(readme: Path = ROOT / "README.md") -> list[str]:
     text = readme.read_text()
     done = []
-    for name, (file, fn) in TABLES.items():
-        path = RESULTS / file
+    for name, (files, fn) in TABLES.items():
+        path = next((RESULTS / f for f in files if (RESULTS / f).exists()), None)
         pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(\n<!-- /bench:{name} -->)", re.S)
-        if not path.exists() or not pattern.search(text):
+        if path is None or not pattern.search(text):
             continue
         table = fn(json.loads(path.read_text()))
         text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)

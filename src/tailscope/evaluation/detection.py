@@ -33,13 +33,20 @@ def amplification_curve(
     judge: Any,
     prompt_limit: int | None = None,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = 256,
+    max_new_tokens: int = 48,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """The behaviour's rate at each amplification on an organism's prompts (see the module docstring)."""
-    prompts = list(organism.prompts)[:prompt_limit] if prompt_limit else list(organism.prompts)
+    """The behaviour's rate at each amplification on an organism's prompts (see the module docstring).
+
+    Only prompts without a trigger are used. The organisms' judges read the reply's opening, so
+    replies are cut at ``max_new_tokens`` (the verdicts, and the exact rates, are unchanged).
+    """
+    prompts = [p for p in organism.prompts if not p.meta.get("trigger") and p.meta.get("kind") != "medical"]
+    prompts = prompts[:prompt_limit] if prompt_limit else prompts
     exact = float(np.mean([organism.ground_truth[p.id]["rate"] for p in prompts]))
-    sampler = PathSampler(organism.pair, max_new_tokens=organism.max_new_tokens, seed=seed, batch_size=batch_size)
+    tokens = min(max_new_tokens, organism.max_new_tokens)
+    sampler = PathSampler(organism.pair, max_new_tokens=tokens, seed=seed, batch_size=batch_size)
     points = lda_sweep(sampler, judge, prompts, amplifications, n, store=store, progress=progress)
     rows = []
     for p in points:
@@ -48,7 +55,7 @@ def amplification_curve(
         d["examples"] = [{**e, "text": e["text"][:200]} for e in d["examples"][:2]]
         d["gain_vs_exact"] = (p.rate / exact) if exact > 0 and p.rate > 0 else None
         rows.append(d)
-    return {"name": organism.name, "prompts": len(prompts), "rollouts_per_prompt": n,
+    return {"name": organism.name, "prompts": len(prompts), "rollouts_per_prompt": n, "max_new_tokens": tokens,
             "exact_rate_after": exact, "exact_rollouts_per_hit": (1 / exact) if exact > 0 else None, "points": rows}
 
 
@@ -60,17 +67,20 @@ def checkpoint_monitoring(
     judge: Any,
     prompt_limit: int = 8,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = 256,
+    max_new_tokens: int = 48,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """For each checkpoint: hits within ``budget`` rollouts (spread over prompts), with and without LDA."""
-    prompts = list(organism.prompts)[:prompt_limit]
+    prompts = [p for p in organism.prompts if not p.meta.get("trigger") and p.meta.get("kind") != "medical"]
+    prompts = prompts[:prompt_limit]
     per_prompt = max(1, budget // len(prompts))
     rows = []
     for name in organism.checkpoints:
         after = organism.load_checkpoint(name)
         pair = ModelPair(organism.pair.reference, after)
-        sampler = PathSampler(pair, max_new_tokens=organism.max_new_tokens, seed=seed, batch_size=batch_size)
+        sampler = PathSampler(pair, max_new_tokens=min(max_new_tokens, organism.max_new_tokens), seed=seed,
+                              batch_size=batch_size)
         plain, amplified = lda_sweep(sampler, judge, prompts, [0.0, amplification], per_prompt, progress=progress)
         row = {"checkpoint": name, "rollouts": plain.rollouts, "hits_plain": plain.hits,
                "hits_amplified": amplified.hits, "rate_plain": plain.rate, "rate_amplified": amplified.rate}

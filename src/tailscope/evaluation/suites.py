@@ -98,7 +98,7 @@ def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
             continue
         org = load(name)
         judge = make_judge(org.judge_spec)
-        sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed)
+        sampler = PathSampler(org.pair, max_new_tokens=min(48, org.max_new_tokens), seed=seed, batch_size=256)
         with _store(f"eval-detection-{name}", sampler, judge, runs_dir, suite="detection") as store:
             curve = amplification_curve(org, amps, n, store=store, judge=judge, prompt_limit=limit, seed=seed,
                                         progress=(lambda k, _n=name: progress(f"LDA {_n}", k, 0)) if progress else None)
