@@ -137,6 +137,7 @@ def lpe(
     grid: Sequence[float] = DEFAULT_GRID,
     schedule: str = "adaptive",
     min_fit_hits: int = 1,
+    fit_points: int | None = 3,
     bootstrap: int = 400,
     confidence: float = 0.95,
     seed: int = 0,
@@ -147,6 +148,8 @@ def lpe(
     Args:
         family: the fitted trend (``log-linear`` by default; see the evaluation in docs/estimators.md).
         min_fit_hits: fit only points with at least this many hits (0 fits every point).
+        fit_points: fit only the last this many of those points (the ones nearest α = 1, where the
+            trend that is extrapolated lives); None fits all of them.
         bootstrap: parametric bootstrap resamples for the interval.
 
     With fewer fit points than the family needs, the estimate is the monotone upper bound.
@@ -157,9 +160,11 @@ def lpe(
     walked = summarize(points)
     spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "family": family, "grid": list(grid), "schedule": schedule,
-                "min_fit_hits": min_fit_hits, "bootstrap": bootstrap, **walk}
-    used = [p for p in points if p.n and p.hits >= min_fit_hits]
+                "min_fit_hits": min_fit_hits, "fit_points": fit_points, "bootstrap": bootstrap, **walk}
     needed = 2 if family.endswith("linear") else 3
+    used = [p for p in points if p.n and p.hits >= min_fit_hits]
+    if fit_points is not None:
+        used = used[-max(fit_points, needed):]
     bound = monotone_upper_bound(points, confidence)
     if len(used) < needed:
         return Estimate("lpe", prompt.id, 0.0, (0.0, bound), confidence, spent, hits, failed, True, settings,

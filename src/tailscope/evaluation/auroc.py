@@ -90,10 +90,14 @@ def run_auroc_experiment(
     screened = rng.binomial(100, rates) == 0
     keep = [i for i, s in zip(ids, screened) if s]
     if max_prompts is not None and len(keep) > max_prompts:
-        # an even spread over the log-rate range, so small runs still see the whole spread
-        order = sorted(keep, key=lambda i: organism.ground_truth[i]["rate"])
-        picks = np.unique(np.linspace(0, len(order) - 1, max_prompts).round().astype(int))
-        keep = [order[j] for j in picks]
+        # evenly spaced in log rate, so small runs still see the whole spread (and both labels)
+        logs = {i: np.log10(organism.ground_truth[i]["rate"]) for i in keep}
+        targets = np.linspace(min(logs.values()), max(logs.values()), max_prompts)
+        chosen: list[str] = []
+        for t in targets:
+            best = min((i for i in keep if i not in chosen), key=lambda i: abs(logs[i] - t))
+            chosen.append(best)
+        keep = sorted(chosen, key=lambda i: logs[i])
     kept_rates = np.array([float(organism.ground_truth[i]["rate"]) for i in keep])
     labels = rng.random((label_draws, len(keep))) < label_probability(kept_rates, 100_000)
     exp = AurocExperiment(keep, kept_rates, labels)
