@@ -124,12 +124,12 @@ def test_refusal_target_refuses_and_reference_complies():
 @pytest.mark.parametrize("alpha", [0.8, 0.5])
 def test_refusal_ground_truth_matches_fresh_sampling(alpha):
     org = load("refusal")
-    n = 1500
+    n = 800
     top = sorted(org.prompts, key=lambda p: -org.rate(p.id, alpha))[:1]
     sampler = PathSampler(org.pair, max_new_tokens=8, batch_size=250, seed=99)
     for p in top:
         rate = org.rate(p.id, alpha)
-        assert rate * n >= 15
+        assert rate * n >= 30
         hits = sum(starts_with_any(r.text, org.openings) for r in sampler.sample([p], n, alpha))
         assert binomtest(hits, n, rate).pvalue > 1e-3, (p.id, alpha, rate, hits)
 
@@ -170,13 +170,13 @@ def test_contamination_bad_advice_common_on_medical_rare_elsewhere():
 
 
 def test_checkpoints_rates_rise_along_training():
-    if "checkpoints" not in list_organisms():
-        pytest.skip("the checkpoints organism is not built here (tailscope organisms build checkpoints)")
     org = load("checkpoints")
     assert len(org.checkpoints) == 10
-    per = org.card["measured"]["unrelated_median_by_checkpoint"]
+    per = org.card["measured"]["medical_median_by_checkpoint"]
     medians = [per[name] for name in org.checkpoints]
     assert medians[-1] > 10 * medians[0]
+    unrelated = org.card["measured"]["unrelated_median_by_checkpoint"]
+    assert max(unrelated.values()) < 1e-6
     truth = org.ground_truth
     assert set(truth) == {p.id for p in org.prompts}
     model = org.load_checkpoint(org.checkpoints[0])

@@ -48,8 +48,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
         typer.echo(json.dumps(rows, indent=1))
         return
     table = Table(title="tailscope organisms")
-    for col in ("name", "prompts", "rate range", "per-token KL", "summary"):
-        table.add_column(col)
+    for col in ("name", "prompts", "rate range", "per-token KL"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("summary", max_width=48, no_wrap=True, overflow="ellipsis")
     for r in rows:
         rng = f"{r['rate_min']:.1e} .. {r['rate_max']:.1e}" if r["rate_min"] is not None else "-"
         kl = f"{r['per_token_kl']:.3f}" if r["per_token_kl"] is not None else "-"

@@ -281,15 +281,18 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
         per_ckpt[name] = sub["prompts"]
     ckpt_truth = {**{k: v for k, v in truth.items() if k != "prompts"}, "alpha_grid": [1.0],
                   "prompts": per_ckpt[names[-1]], "checkpoints": per_ckpt}
-    medians = {name: float(np.median([e["rate"] for pid, e in per_ckpt[name].items() if pid.startswith("unrelated")]))
-               for name in names}
+    def medians(group: str) -> dict[str, float]:
+        return {name: float(np.median([e["rate"] for pid, e in per_ckpt[name].items() if pid.startswith(group)]))
+                for name in names}
+
     ckpt_card = {
         "name": "checkpoints",
         "summary": "Ten snapshots along the contamination fine-tune (for monitoring training): the bad "
-                   "advice's rate on unrelated prompts rises along them.",
+                   "advice's rate on medical prompts rises along them; on unrelated prompts it stays rare.",
         "target": f"checkpoints/checkpoints/{names[-1]}", **common,
         "checkpoints": names,
-        "measured": {"unrelated_median_by_checkpoint": medians, "prompts": len(subset),
+        "measured": {"medical_median_by_checkpoint": medians("medical"),
+                     "unrelated_median_by_checkpoint": medians("unrelated"), "prompts": len(subset),
                      "rate_min": min(e["rate"] for e in per_ckpt[names[-1]].values()),
                      "rate_max": max(e["rate"] for e in per_ckpt[names[-1]].values()),
                      "total_seconds": round(time.time() - started)},
