@@ -135,7 +135,7 @@ def lpe(
     *,
     family: Family = "log-linear",
     grid: Sequence[float] = DEFAULT_GRID,
-    schedule: str = "adaptive",
+    schedule: str = "frontier",
     min_fit_hits: int = 1,
     fit_points: int | None = 3,
     bootstrap: int = 400,

@@ -26,11 +26,11 @@ AUROC_METHODS_FULL = {
     "lpe (all points)": {"method": "lpe", "fit_points": None},
     "lpe (logit-linear)": {"method": "lpe", "family": "logit-linear"},
     "lpe (log-quadratic)": {"method": "lpe", "family": "log-quadratic", "fit_points": None},
-    "lpe (frontier)": {"method": "lpe", "schedule": "frontier"},
+    "lpe (adaptive walk)": {"method": "lpe", "schedule": "adaptive"},
     "mis": {"method": "mis"},
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
 }
-AUROC_METHODS_FAST = {k: AUROC_METHODS_FULL[k] for k in ("lpe", "lpe (all points)", "lpe (frontier)", "mis",
+AUROC_METHODS_FAST = {k: AUROC_METHODS_FULL[k] for k in ("lpe", "lpe (all points)", "lpe (adaptive walk)", "mis",
                                                           "is (reference proposal)")}
 
 
