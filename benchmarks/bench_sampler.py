@@ -104,8 +104,9 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="fewer repeats, tiny model only")
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (1 is stable on shared CPUs)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     repeats = 3 if args.fast else 5
     results = []
     with tempfile.TemporaryDirectory() as tmp:
