@@ -36,8 +36,8 @@ def plot_path(est: Estimate, out: Path, truth: float | None = None, alpha_truth:
     for p in pts:
         if p["n"]:
             lo, hi = clopper_pearson(p["hits"], p["n"])
-            r = p["hits"] / p["n"]
-            ax.errorbar([p["alpha"]], [max(r, 1e-12)], yerr=[[max(r, 1e-12) - max(lo, 1e-12)], [hi - max(r, 1e-12)]],
+            r = max(p["hits"] / p["n"], 1e-12)
+            ax.errorbar([p["alpha"]], [r], yerr=[[max(0.0, r - max(lo, 1e-12))], [max(0.0, hi - r)]],
                         fmt="o" if p["hits"] else "v", color="C0", ms=4, capsize=2)
     curve = est.diagnostics.get("curve")
     if curve:
@@ -50,8 +50,8 @@ def plot_path(est: Estimate, out: Path, truth: float | None = None, alpha_truth:
     if est.upper_bound_only:
         ax.plot([1.0], [hi], "v", color="C3", label=f"{est.method} upper bound")
     else:
-        ax.errorbar([1.0], [est.rate], yerr=[[est.rate - max(lo, 1e-300)], [hi - est.rate]], fmt="s", color="C3",
-                    capsize=3, label=f"{est.method} estimate")
+        ax.errorbar([1.0], [est.rate], yerr=[[max(0.0, est.rate - max(lo, 1e-300))], [max(0.0, hi - est.rate)]],
+                    fmt="s", color="C3", capsize=3, label=f"{est.method} estimate")
     if truth is not None and truth > 0:
         ax.plot([1.0], [truth], "*", color="k", ms=10, label="truth")
     ax.set_yscale("log")
@@ -78,7 +78,8 @@ def plot_estimates_vs_truth(estimates: Sequence[Estimate], truth: Mapping[str, f
         if e.upper_bound_only:
             ax.plot([t], [e.interval[1]], "v", color="C3", ms=4)
         else:
-            ax.errorbar([t], [e.rate], yerr=[[e.rate - max(e.interval[0], lo_all)], [e.interval[1] - e.rate]],
+            y = max(e.rate, lo_all)
+            ax.errorbar([t], [y], yerr=[[max(0.0, y - max(e.interval[0], lo_all))], [max(0.0, e.interval[1] - y)]],
                         fmt="o", color="C0", ms=3, capsize=1.5, alpha=0.8)
     ax.plot([lo_all, 1], [lo_all, 1], "k--", lw=0.8)
     for f in (3, 1 / 3):
@@ -137,7 +138,7 @@ def write_report(
         t = truth.get(e.prompt_id or "")
         err = "" if t is None or e.upper_bound_only or e.rate <= 0 or t <= 0 else f"{e.rate / t:.2g}×"
         rows.append(
-            f"<tr><td>{html.escape(str(e.prompt_id))}</td><td>{e.method}</td><td>{e.describe()}</td>"
+            f"<tr><td>{html.escape(str(e.prompt_id))}</td><td>{e.method}</td><td>{html.escape(e.describe())}</td>"
             f"<td>{e.hits}</td><td>{e.total_rollouts}</td><td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td></tr>"
         )
     if truth:
