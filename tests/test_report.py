@@ -17,5 +17,6 @@ def test_report_handles_tiny_estimates_bounds_and_paths(tmp_path):
     page = write_report(ests, tmp_path, truth={"a": 1e-5, "b": 1e-6}, alpha_truth={"a": {"0": 0.4, "1": 1e-5}})
     html = page.read_text()
     assert html.count("data:image/png;base64") == 3 and "&lt; 0.003 (0 hits)" in html
-    s = error_summary([e for e in ests if e.method == "mis"], {"a": 1e-5})
-    assert s["coverage"] == 0.0 and abs(s["median_abs_log10_error"] - 0.30103) < 1e-4
+    s = error_summary([e for e in ests if e.method == "mis"], {"a": 5e-6})
+    assert s["coverage"] == 0.0 and abs(s["median_abs_log10_error"] - 0.60206) < 1e-4
+    assert error_summary([e for e in ests if e.method == "mis"], {"a": 1e-5})["coverage"] == 1.0
