@@ -105,7 +105,7 @@ def _refusal_table(rows: list[dict], budget: int):
     for col in ("prompt", "true rate", "naive would see", "path MIS [95%]", "÷truth", "LPE [95%]", "÷truth"):
         t.add_column(col)
     for r in rows:
-        t.add_row(f"{r['prompt']}: {r['text']}", f"{r['truth']:.2g}", f"{r['naive_expected_hits']:.2g} hits",
+        t.add_row(r["prompt"], f"{r['truth']:.2g}", f"{r['naive_expected_hits']:.2g} hits",
                   r["mis"], _ratio(r["mis_ratio"]), r["lpe"], _ratio(r["lpe_ratio"]))
     return t
 

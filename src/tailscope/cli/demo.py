@@ -42,7 +42,7 @@ def demo(
         except OrganismNotFoundError as e:
             raise fail(str(e)) from None
     console.print(f"done in {time.perf_counter() - start:.0f} s. Report: [bold]{results['report']}[/]")
-    console.print("Rollouts are stored in runs/: running the demo again reuses them.")
+    console.print(f"Rollouts are stored in {runs_dir}/: running the demo again reuses them.")
 
 
 def register(app: typer.Typer) -> None:
