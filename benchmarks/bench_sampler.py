@@ -82,17 +82,17 @@ def median_rate(fn, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def bench(name: str, pair: ModelPair, rows: int, tokens: int, naive_tokens: int, repeats: int) -> dict:
+def bench(name: str, pair: ModelPair, rows: int, tokens: int, naive_tokens: int, repeats: int, naive_rows: int) -> dict:
     prompt = Prompt("bench", text=PROMPT)
     sampler = PathSampler(pair)
     prompt_ids = sampler.encode_prompt(prompt, "target")
     time_path(pair, prompt, 2, 2, 0)  # warm up both models
     path = median_rate(lambda: time_path(pair, prompt, rows, tokens, 0), repeats)
     generate = median_rate(lambda: time_generate(pair.target, prompt_ids, rows, tokens), repeats)
-    path_long = median_rate(lambda: time_path(pair, prompt, rows, naive_tokens, 1), max(1, repeats // 2))
-    naive = median_rate(lambda: time_naive(pair, prompt_ids, rows, naive_tokens), 1)
+    path_long = median_rate(lambda: time_path(pair, prompt, naive_rows, naive_tokens, 1), max(1, repeats // 2))
+    naive = median_rate(lambda: time_naive(pair, prompt_ids, naive_rows, naive_tokens), 1)
     return {
-        "model": name, "rows": rows, "new_tokens": tokens, "naive_new_tokens": naive_tokens,
+        "model": name, "rows": rows, "new_tokens": tokens, "naive_new_tokens": naive_tokens, "naive_rows": naive_rows,
         "path_tokens_per_s": round(path, 1), "generate_tokens_per_s": round(generate, 1),
         "path_tokens_per_s_long": round(path_long, 1), "naive_tokens_per_s": round(naive, 1),
         "ratio_vs_generate": round(path / generate, 3), "ratio_vs_naive": round(path_long / naive, 2),
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="fewer repeats, tiny model only")
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--naive-rows", type=int, default=8, help="rows for the no-cache comparison (both sides)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (1 is stable on shared CPUs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,11 +113,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         a, b = tiny_checkpoints(Path(tmp))
         pair = ModelPair(load_model(a), load_model(b))
-        results.append(bench("tiny llama (4 layers, d=128)", pair, args.rows, args.tokens, 64, repeats))
+        results.append(bench("tiny llama (4 layers, d=128)", pair, args.rows, args.tokens, 64, repeats, args.naive_rows))
         print(json.dumps(results[-1]), file=sys.stderr)
     if not args.fast:
         lm = load_model("smollm2")
-        results.append(bench("SmolLM2-135M-Instruct", ModelPair(lm, lm), args.rows, args.tokens, 64, repeats))
+        results.append(bench("SmolLM2-135M-Instruct", ModelPair(lm, lm), args.rows, args.tokens, 64, 3, args.naive_rows))
         print(json.dumps(results[-1]), file=sys.stderr)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
