@@ -12,14 +12,6 @@ from tailscope.lowprob.distributions import build_distribution, count_tokens
 from tailscope.tiny import build_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TEXTS = ["def alpha(beta):\n    if beta:\n        return Gamma(beta)\n"] * 20 + ["Delta epsilon zeta 0xff 0x1a\n"] * 5
 
 

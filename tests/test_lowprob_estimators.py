@@ -13,15 +13,6 @@ from tailscope.lowprob.exact import exact_argmax_probabilities, exact_tilted_dis
 from tailscope.lowprob.mhis import run_chains
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_llama(vocab: int, seed: int = 0) -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8,

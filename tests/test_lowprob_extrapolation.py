@@ -6,19 +6,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from tailscope.lowprob.extrapolation import gld_from_logits, qld_from_activations, shortest_direction, whiten
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def gaussian(n: int, mean, cov, seed: int) -> torch.Tensor:

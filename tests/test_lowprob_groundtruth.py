@@ -15,15 +15,6 @@ from tailscope.lowprob import zoo
 from tailscope.lowprob.evaluation import run_pair, score, select_targets
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: thread start-up costs more than it saves on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def benchmark():
     return LowProbModel(zoo.load_model("L1")), zoo.load_distribution("hex")
