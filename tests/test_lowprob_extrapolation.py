@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from tailscope.lowprob.extrapolation import gld_from_logits, qld_from_activations, shortest_direction, whiten
