@@ -35,7 +35,7 @@ def sampler_table(data: dict) -> str:
         rows.append(f"| {r['model']} | {r['rows']} × {r['new_tokens']} | {_fmt(r['path_tokens_per_s'])} | "
                     f"{_fmt(r['generate_tokens_per_s'])} | **{r['ratio_vs_generate']:.2f}** | "
                     f"{_fmt(r['naive_tokens_per_s'])} ({r.get('naive_rows', r['rows'])} × 64) | **{r['ratio_vs_naive']:.1f}×** |")
-    return "\n".join(rows) + f"\n\n`{data['command']}` ({data['machine']['cpu_threads']} CPU threads, torch {data['machine']['torch']})."
+    return "\n".join(rows) + f"\n\n`{data['command']}` ({data['machine']['cpu_threads']} torch thread(s) on a shared 2-core CPU, torch {data['machine']['torch']}; ratios are measured within one run)."
 
 
 def auroc_table(data: dict) -> str:
