@@ -23,8 +23,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# the fast benchmarks (minutes); `tailscope evaluate all` and `python benchmarks/bench_sampler.py` run the full ones
 bench: setup
-	$(PY) benchmarks/run_all.py --fast
+	$(PY) benchmarks/bench_sampler.py --fast
+	$(VENV)/bin/tailscope evaluate detection --fast
+	$(VENV)/bin/tailscope evaluate auroc --fast
+	$(PY) benchmarks/render_readme.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info

@@ -85,7 +85,7 @@ def detection_table(data: dict) -> str:
 
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
-    "sampler": (("sampler.json",), sampler_table),
+    "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
     "errors": (("auroc.json", "auroc_fast.json"), error_table),
     "detection": (("detection.json", "detection_fast.json"), detection_table),
