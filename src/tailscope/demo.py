@@ -77,6 +77,11 @@ def run_demo(
                 progress("refusal: estimating", i + 1, len(ids))
     results["refusal"] = rows
     say(_refusal_table(rows, budget))
+    kl = org.card.get("measured", {}).get("harmful", {}).get("per_token_kl")
+    say("MIS reweights whole replies by q_target/q_path; on this organism the two models differ by "
+        + (f"{kl:.1f} nats per token" if kl else "many nats per token")
+        + ", so over long replies its weights degenerate and it misses badly. LPE uses no weights."
+        " See docs/estimators.md for when each method wins.")
 
     bd = load("backdoor")
     bd_judge = make_judge(bd.judge_spec)
