@@ -191,7 +191,7 @@ def lpe(
         interval = (float(math.exp(min(lo, math.log(rate)))), float(math.exp(max(hi, math.log(rate)))))
     else:
         interval = (0.0, bound)
-    curve_alphas = np.linspace(0, 1, 21)
+    curve_alphas = np.linspace(min(a), 1, 21)  # the fitted range and its extrapolation, not before it
     diagnostics = {
         "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n},
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
