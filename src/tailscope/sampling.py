@@ -34,6 +34,7 @@ from .prompts import Prompt
 __all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest"]
 
 FinishReason = Literal["eos", "stop", "length"]
+_FINISH: tuple[FinishReason, ...] = ("length", "eos", "stop")
 
 
 @dataclass(frozen=True)
@@ -262,30 +263,27 @@ class PathSampler:
 
         n = len(chunk)
         keys = np.array([rollout_key(self.seed, proposal, r.prompt.id, r.seed_index) for r in chunk], dtype=np.uint64)
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        finish: list[FinishReason] = ["length"] * n
+        tokens = torch.full((n, self.max_new_tokens), -1, dtype=torch.long, device=device)
+        length = torch.zeros(n, dtype=torch.long, device=device)
+        finish = torch.zeros(n, dtype=torch.long, device=device)  # index into _FINISH
         lp = torch.zeros(n, dtype=torch.float64, device=device)
         lp_a, lp_b = torch.zeros_like(lp), torch.zeros_like(lp)
         lp_grid = torch.zeros((n, len(grid)), dtype=torch.float64, device=device)
-        live = torch.arange(n, device=device)  # batch row -> chunk index, for rows still in the caches
+        live = torch.arange(n, device=device)  # cache row -> chunk index, for rows still in the caches
+        live_host = np.arange(n)  # the same, on the host, for the uniforms (changes only when rows are dropped)
         active = torch.ones(n, dtype=torch.bool, device=device)  # per cache row
 
         for step in range(self.max_new_tokens):
-            for name, lg in (("reference", logits_a), ("target", logits_b)):
-                if not torch.isfinite(lg).all():
-                    raise NonFiniteLogitsError(
-                        f"the {name} model produced non-finite logits at reply step {step} (proposal {proposal.key})"
-                    )
             log_a = torch.log_softmax(logits_a, dim=-1)  # (rows, V)
             log_b = torch.log_softmax(logits_b, dim=-1)
             q_a = path_logprobs(log_a, log_b, 0.0, T)
             q_b = path_logprobs(log_a, log_b, 1.0, T)
             q = proposal_logprobs(log_a, log_b, proposal, step, T, target=q_b)
-            check_finite(q, what="the proposal distribution", alpha=proposal.alpha, step=step)
+            self._check(q, logits_a, logits_b, proposal, step)
             q = truncate(q, self.top_k, self.top_p)
 
             # inverse-CDF draw in float64 so tokens of probability ~1e-12 keep their exact chance
-            u = torch.from_numpy(uniforms(keys[live.cpu().numpy()], step)).to(device)
+            u = torch.from_numpy(uniforms(keys[live_host], step)).to(device)
             cdf = q.double().exp().cumsum(-1)
             nxt = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
             nxt = nxt.clamp_(max=q.shape[-1] - 1)
@@ -299,25 +297,28 @@ class PathSampler:
                 col = path_logprobs(log_a, log_b, beta, T).gather(-1, pick).squeeze(-1)
                 lp_grid[idx, j] += col[active].double()
 
-            for row in active.nonzero().flatten().tolist():
-                i = int(live[row])
-                tok = int(nxt[row])
-                tokens[i].append(tok)
-                if tok in self.pair.eos_token_ids:
-                    finish[i] = "eos"
-                    active[row] = False
-                elif self.stop and self._hit_stop(tokens[i]):
-                    finish[i] = "stop"
-                    active[row] = False
-            if not bool(active.any()) or step == self.max_new_tokens - 1:
+            tokens[idx, step] = nxt[active]
+            length[idx] += 1
+            ended = torch.isin(nxt, self._eos) & active
+            finish[live[ended]] = 1
+            active &= ~ended
+            if self.stop:  # stop strings need the text: decode the tail of each live row
+                for row in active.nonzero().flatten().tolist():
+                    i = int(live[row])
+                    if self._hit_stop(tokens[i, : int(length[i])].tolist()):
+                        finish[i] = 2
+                        active[row] = False
+            remaining = int(active.sum())
+            if remaining == 0 or step == self.max_new_tokens - 1:
                 break
 
-            if int(active.sum()) <= len(active) // 2:  # drop finished rows from both caches
+            if remaining <= len(active) // 2:  # drop finished rows from both caches
                 keep = active.nonzero().flatten()
                 cache_a.batch_select_indices(keep)
                 cache_b.batch_select_indices(keep)
                 mask_a, mask_b, pos_a, pos_b = mask_a[keep], mask_b[keep], pos_a[keep], pos_b[keep]
                 live, nxt, active = live[keep], nxt[keep], active[keep]
+                live_host = live.cpu().numpy()
 
             feed = nxt.unsqueeze(-1)
             ones = torch.ones_like(feed)
@@ -327,14 +328,29 @@ class PathSampler:
             logits_b = self._step(self.pair.target.model, feed, mask_b, pos_b, cache_b)
 
         out = []
+        tokens_host, length_host, finish_host = tokens.cpu().tolist(), length.cpu().tolist(), finish.cpu().tolist()
         for i, r in enumerate(chunk):
+            toks, reason = tokens_host[i][: length_host[i]], _FINISH[finish_host[i]]
             out.append(Rollout(
                 prompt_id=r.prompt.id, proposal=proposal.key, seed_index=r.seed_index,
-                token_ids=tuple(tokens[i]), text=self._text(tokens[i], finish[i]), finish_reason=finish[i],
+                token_ids=tuple(toks), text=self._text(toks, reason), finish_reason=reason,
                 logprob=float(lp[i]), logprob_reference=float(lp_a[i]), logprob_target=float(lp_b[i]),
                 logprob_grid={beta: float(lp_grid[i, j]) for j, beta in enumerate(grid)},
             ))
         return out
+
+    @staticmethod
+    def _check(q, logits_a, logits_b, proposal: Proposal, step: int) -> None:
+        """One finiteness check per step; on failure, say which model (if either) caused it."""
+        try:
+            check_finite(q, what="the proposal distribution", alpha=proposal.alpha, step=step)
+        except NonFiniteLogitsError:
+            for name, lg in (("reference", logits_a), ("target", logits_b)):
+                if not bool(torch.isfinite(lg).all()):
+                    raise NonFiniteLogitsError(
+                        f"the {name} model produced non-finite logits at reply step {step} (proposal {proposal.key})"
+                    ) from None
+            raise
 
     def _step(self, model, feed, mask, pos, cache) -> torch.Tensor:
         out = model(input_ids=feed, attention_mask=mask, position_ids=pos.unsqueeze(-1),
