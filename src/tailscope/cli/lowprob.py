@@ -41,6 +41,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path(DEFAULT_TRUTH), help="Directory of the count files."),
         threads: int = typer.Option(1, help="torch CPU threads."),
         seed: int = typer.Option(0, help="Base seed of the draws."),
+        batch_size: int = typer.Option(256, help="Inputs per forward pass (small batches stay in cache: "
+                                                 "256 ran ~2x faster than 8192 on these models)."),
+        lean: bool = typer.Option(True, help="Lean Llama forward, last position only (same function, faster)."),
+        compile_: bool = typer.Option(True, "--compile/--no-compile", help="torch.compile the lean forward."),
     ) -> None:
         """Count the argmax over many draws, round-robin over pairs; stop and rerun to continue."""
         import torch
@@ -55,7 +59,8 @@ def register(app: typer.Typer) -> None:
         model_list = _split(models, zoo.model_names(), "models")
         dist_list = _split(distributions, list(DISTRIBUTIONS), "distributions")
         tokenizer = zoo.load_tokenizer()
-        lms = {m: LowProbModel(zoo.load_model(m), batch_size=8192) for m in model_list}
+        lms = {m: LowProbModel(zoo.load_model(m), batch_size=batch_size, lean=lean, compile=compile_)
+               for m in model_list}
         dists = {d: zoo.load_distribution(d, tokenizer=tokenizer) for d in dist_list}
         pairs = [(m, d) for m in model_list for d in dist_list]
 
