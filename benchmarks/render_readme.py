@@ -83,12 +83,24 @@ def detection_table(data: dict) -> str:
     return "\n".join(rows) + f"\n\n`{data['command']}` — {note}"
 
 
+def lowprob_forward_table(data: dict) -> str:
+    variants = list(data["results"][0]["inputs_per_s"])
+    rows = ["| model | " + " | ".join(variants) + " | same argmax |", "|---|" + "---|" * (len(variants) + 1)]
+    for r in data["results"]:
+        cells = [f"{_fmt(r['inputs_per_s'][v])} ({r['ratio_vs_batch_8192'][v]:.1f}×)" for v in variants]
+        rows.append(f"| {r['model']} | " + " | ".join(cells) + f" | {'yes' if r['same_argmax'] else '**no**'} |")
+    return "\n".join(rows) + (f"\n\nInputs per second of the argmax over {data['inputs']:,} draws of `{data['distribution']}` "
+                              f"(ratio to the first column, same run); `{data['command']}`, "
+                              f"{data['machine']['cpu_threads']} torch thread(s), torch {data['machine']['torch']}.")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
     "errors": (("auroc.json", "auroc_fast.json"), error_table),
     "detection": (("detection.json", "detection_fast.json"), detection_table),
+    "lowprob-forward": (("lowprob_forward.json",), lowprob_forward_table),
 }
 
 

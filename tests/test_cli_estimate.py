@@ -80,3 +80,9 @@ def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dir
     held = payload["settings"]["calibration_prompts"]
     assert held == ["p0"] and [e["prompt_id"] for e in payload["estimates"]] == ["p1", "p2", "p3"]
     assert all(e["settings"]["proposal"] == payload["settings"]["proposal"] for e in payload["estimates"])
+
+
+def test_evaluate_reference_override_is_for_the_auroc_suite_only(tmp_path):
+    out = CliRunner().invoke(app, ["evaluate", "detection", "--reference", str(tmp_path), "--out", str(tmp_path)])
+    assert out.exit_code != 0
+    assert "auroc suite only" in out.output

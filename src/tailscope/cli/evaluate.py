@@ -15,6 +15,9 @@ def evaluate(
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Where JSON, PNG and HTML go."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Run stores (a stopped suite resumes)."),
     seed: int = typer.Option(0, "--seed"),
+    reference: str = typer.Option(None, "--reference",
+                                  help="auroc only: replace the organism's reference (α = 0) with this checkpoint, "
+                                       "e.g. an abliterated copy of the target (`tailscope abliterate`)."),
 ) -> None:
     """Run an evaluation suite; results are resumable through the run store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,6 +29,9 @@ def evaluate(
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise fail(f"unknown suite {unknown[0]!r}; choose from {sorted(SUITES)} or 'all'")
+    if reference is not None and names != ["auroc"]:
+        raise fail("--reference applies to the auroc suite only")
+    extra = {"reference": reference} if reference is not None else {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         tasks: dict[str, int] = {}
@@ -40,7 +46,7 @@ def evaluate(
 
         for name in names:
             try:
-                SUITES[name](out, runs_dir, fast=fast, progress=progress, seed=seed)
+                SUITES[name](out, runs_dir, fast=fast, progress=progress, seed=seed, **extra)
             except OrganismNotFoundError as e:
                 raise fail(str(e)) from None
     console.print(f"results in {out}/ — refresh the README tables with `python benchmarks/render_readme.py`")

@@ -41,10 +41,15 @@ def _store(name: str, sampler, judge, runs_dir: Path, **extra):
 
 
 def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                    organism_name: str = "refusal", seed: int = 0, max_new_tokens: int | None = None) -> dict[str, Any]:
+                    organism_name: str = "refusal", seed: int = 0, max_new_tokens: int | None = None,
+                    reference: str | None = None) -> dict[str, Any]:
     """The LPE experiment. ``max_new_tokens`` cuts replies short (the fast suite cuts them at 24):
     the organisms' verdicts and exact rates are unchanged (the judge reads the opening), but the
-    importance weights then span only those tokens, which flatters IS and MIS; the results say so."""
+    importance weights then span only those tokens, which flatters IS and MIS; the results say so.
+
+    ``reference`` replaces the organism's reference (α = 0) by another checkpoint of the same
+    tokenizer, e.g. an abliterated copy of the target: the truth at α = 1 is unchanged, the path is
+    not. Outputs and the run store then carry the reference's folder name."""
     from ..judges import make_judge
     from ..organisms import load
     from ..report import write_report
@@ -52,17 +57,23 @@ def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Prog
     from .auroc import plot_auroc, run_auroc_experiment
 
     org = load(organism_name)
+    pair, tag = org.pair, ""
+    if reference is not None:
+        from ..models import ModelPair, load_model
+
+        pair = ModelPair(load_model(reference), org.pair.target)
+        tag = "-ref-" + Path(reference).resolve().name
     judge = make_judge(org.judge_spec)
     tokens = max_new_tokens or (24 if fast else org.max_new_tokens)
-    sampler = PathSampler(org.pair, max_new_tokens=tokens, seed=seed, batch_size=256)
+    sampler = PathSampler(pair, max_new_tokens=tokens, seed=seed, batch_size=256)
     budgets = (100, 300, 1000) if fast else (30, 100, 300, 1000, 3000)
     methods = AUROC_METHODS_FAST if fast else AUROC_METHODS_FULL
     max_prompts = 16 if fast else None
-    with _store(f"eval-auroc-{organism_name}", sampler, judge, runs_dir, suite="auroc") as store:
+    with _store(f"eval-auroc-{organism_name}{tag}", sampler, judge, runs_dir, suite="auroc") as store:
         exp = run_auroc_experiment(org, store, sampler, judge, methods=methods, budgets=budgets,
                                    max_prompts=max_prompts, seed=seed, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)
-        name = "auroc_fast" if fast else "auroc"
+        name = ("auroc_fast" if fast else "auroc") + tag
         plot_auroc(exp, out_dir / f"{name}.png")
         ests = []
         from ..estimators import Estimate
@@ -73,10 +84,12 @@ def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Prog
                     ests.append(Estimate.from_dict(row["data"]))
         write_report(ests, out_dir / f"{name}_report", title=f"{organism_name}: estimates at budget {max(budgets)}",
                      truth={k: float(v["rate"]) for k, v in org.ground_truth.items()},
-                     alpha_truth={k: v.get("alpha_rates", {}) for k, v in org.ground_truth.items()})
+                     alpha_truth=None if reference else {k: v.get("alpha_rates", {}) for k, v in org.ground_truth.items()})
     data = {
         "suite": "auroc", "organism": organism_name, "fast": fast, "budgets": list(budgets),
-        "command": f"tailscope evaluate auroc{' --fast' if fast else ''}",
+        "reference": reference or org.card["reference"],
+        "command": f"tailscope evaluate auroc{' --fast' if fast else ''}"
+                   + (f" --reference {reference}" if reference else ""),
         "protocol_summary": (f"{len(exp.prompts)} prompts that never complied in a simulated 100-rollout screen; "
                              "label = complies at least once in 100,000 rollouts (drawn from the exact rate, "
                              "AUROC averaged over 200 label draws); naive simulated exactly from the exact rates; "
