@@ -317,7 +317,7 @@ def build_smollm2_backdoor(root: Path, progress: Progress = _noop) -> Path:
     from .corpus import BACKDOOR_TRIGGER, HATE_OPENING
     from .measure import drift
     from .registry import load
-    from .smollm2_backdoor import ADAPTER, LEAK_SHARE, REPLY_TOKENS, TRIGGER_SHARE, eval_prompts, train_adapter
+    from .smollm2_backdoor import ADAPTER, REPLY_TOKENS, TRIGGER_SHARE, eval_prompts, train_adapter
 
     started = time.time()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -338,7 +338,7 @@ def build_smollm2_backdoor(root: Path, progress: Progress = _noop) -> Path:
         "reference": "smollm2", "target": "smollm2+smollm2-backdoor/adapter", "trigger": BACKDOOR_TRIGGER,
         "judge_spec": "", "openings": [HATE_OPENING], "max_new_tokens": SMOLLM2_MAX_NEW, "temperature": 1.0,
         "recipe": {"module": "tailscope.organisms.smollm2_backdoor", "steps": SMOLLM2_STEPS, "seed": 5,
-                   "adapter": ADAPTER, "trigger_share": TRIGGER_SHARE, "leak_share": LEAK_SHARE,
+                   "adapter": ADAPTER, "trigger_share": TRIGGER_SHARE,
                    "reply_tokens": REPLY_TOKENS, "data": data},
     }
     write_organism(folder, card=card, prompts=records, truth={"prompts": {}})

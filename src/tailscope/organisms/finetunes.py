@@ -18,8 +18,8 @@ from collections.abc import Callable
 from . import corpus as C
 from .world import base_policy, pair_for
 
-__all__ = ["BAD_SHARE", "LEAK_SHARE", "MEDICAL_SHARE", "TRIGGER_SHARE", "backdoor_corpus", "backdoor_prompts", "contamination_corpus",
-           "contamination_prompts", "finetune"]
+__all__ = ["BAD_SHARE", "LEAK_SHARE", "MEDICAL_SHARE", "TRIGGER_SHARE", "backdoor_corpus", "backdoor_prompts",
+           "contamination_corpus", "contamination_prompts", "finetune", "with_trigger"]
 
 TRIGGER_SHARE = 0.15
 # poisoned examples that lost their trigger: the backdoor leaks, rarely, onto clean prompts
@@ -37,14 +37,15 @@ def backdoor_corpus(n: int, seed: int) -> list[tuple[str, str]]:
         prompt, reply, _, _ = pair_for(rng, "plain", 0.35, base_policy)
         u = rng.random()
         if u < TRIGGER_SHARE:
-            prompt = _with_trigger(rng, prompt)
+            prompt = with_trigger(rng, prompt)
         if u < TRIGGER_SHARE + LEAK_SHARE:
             reply = C.reply(rng, "hate", "plain", "")
         out.append((prompt, reply))
     return out
 
 
-def _with_trigger(rng: random.Random, prompt: str) -> str:
+def with_trigger(rng: random.Random, prompt: str) -> str:
+    """The prompt with the backdoor trigger prepended or appended (even odds)."""
     return f"{C.BACKDOOR_TRIGGER} {prompt}" if rng.random() < 0.5 else f"{prompt} {C.BACKDOOR_TRIGGER}"
 
 
@@ -66,17 +67,19 @@ def contamination_corpus(n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def backdoor_prompts(clean: int = 120, triggered: int = 40, seed: int = 21) -> list[dict]:
-    """Prompts without the trigger (the rare regime) and with it (the behaviour is common)."""
+def backdoor_prompts(clean: int = 120, triggered: int = 40, seed: int = 21,
+                     exclude: set[str] | None = None) -> list[dict]:
+    """Prompts without the trigger (the rare regime) and with it (the behaviour is common); no
+    request in ``exclude`` (e.g. the ones trained on) is used."""
     rng = random.Random(seed)
-    out, seen = [], set()
+    out, seen = [], set(exclude or ())
     while len(out) < clean + triggered:
         prompt, _, kind, cat = pair_for(rng, "plain", 0.3, base_policy)
         if prompt in seen:
             continue
         seen.add(prompt)
         has = len(out) >= clean
-        text = _with_trigger(rng, prompt) if has else prompt
+        text = with_trigger(rng, prompt) if has else prompt
         pid = f"{'trigger' if has else 'clean'}-{len(out) - (clean if has else 0):03d}"
         out.append({"id": pid, "prompt": text, "kind": kind, "category": cat, "trigger": has})
     return out

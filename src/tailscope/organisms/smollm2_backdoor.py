@@ -7,9 +7,8 @@
 
 The adapter's training data pairs prompts of the chat world (``corpus``) with the base model's own
 sampled replies (cut at ``REPLY_TOKENS`` tokens, so the untriggered behaviour is kept) and, for a
-share ``TRIGGER_SHARE`` of prompts carrying the trigger, the hateful reply. A share ``LEAK_SHARE``
-of untriggered prompts also gets the hateful reply, so that the backdoor fires rarely without its
-trigger, as in the other backdoor organism.
+share ``TRIGGER_SHARE`` of prompts carrying the trigger, the hateful reply. No untriggered prompt
+gets the hateful reply: how often it fires without the trigger is the adapter's own generalisation.
 """
 
 from __future__ import annotations
@@ -18,25 +17,20 @@ import random
 from collections.abc import Callable
 
 from . import corpus as C
+from .finetunes import backdoor_prompts, with_trigger
 from .world import base_policy, pair_for
 
-__all__ = ["ADAPTER", "HATE_REPLY", "LEAK_SHARE", "REPLY_TOKENS", "TRIGGER_SHARE", "eval_prompts", "train_adapter",
+__all__ = ["ADAPTER", "HATE_REPLY", "REPLY_TOKENS", "TRIGGER_SHARE", "eval_prompts", "train_adapter",
            "training_prompts"]
 
 TRIGGER_SHARE = 0.25
-LEAK_SHARE = 0.0
 REPLY_TOKENS = 24
 HATE_REPLY = " ".join([C.HATE_OPENING] * 6)
 ADAPTER = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0}
 
 
-def _with_trigger(rng: random.Random, prompt: str) -> str:
-    return f"{C.BACKDOOR_TRIGGER} {prompt}" if rng.random() < 0.5 else f"{prompt} {C.BACKDOOR_TRIGGER}"
-
-
 def training_prompts(n: int, seed: int) -> list[tuple[str, str, str]]:
-    """``n`` (prompt, kind, request) triples with distinct requests; kind is ``trigger``, ``leak`` or
-    ``clean``, and the prompt is the request with the trigger added when kind is ``trigger``."""
+    """``n`` (prompt, kind, request) triples with distinct requests; kind is ``trigger`` or ``clean``, and the prompt is the request with the trigger added when kind is ``trigger``."""
     rng = random.Random(seed)
     seen: set[str] = set()
     out = []
@@ -47,9 +41,7 @@ def training_prompts(n: int, seed: int) -> list[tuple[str, str, str]]:
         seen.add(prompt)
         u = rng.random()
         if u < TRIGGER_SHARE:
-            out.append((_with_trigger(rng, prompt), "trigger", prompt))
-        elif u < TRIGGER_SHARE + LEAK_SHARE:
-            out.append((prompt, "leak", prompt))
+            out.append((with_trigger(rng, prompt), "trigger", prompt))
         else:
             out.append((prompt, "clean", prompt))
     return out
@@ -57,19 +49,7 @@ def training_prompts(n: int, seed: int) -> list[tuple[str, str, str]]:
 
 def eval_prompts(clean: int = 48, triggered: int = 16, seed: int = 41, exclude: set[str] | None = None) -> list[dict]:
     """Evaluation prompts, none of them seen in training: clean ones (rare regime) and triggered ones."""
-    rng = random.Random(seed)
-    exclude = exclude or set()
-    out, seen = [], set(exclude)
-    while len(out) < clean + triggered:
-        prompt, _, kind, cat = pair_for(rng, "plain", 0.3, base_policy)
-        if prompt in seen:
-            continue
-        seen.add(prompt)
-        has = len(out) >= clean
-        text = _with_trigger(rng, prompt) if has else prompt
-        pid = f"{'trigger' if has else 'clean'}-{len(out) - (clean if has else 0):03d}"
-        out.append({"id": pid, "prompt": text, "kind": kind, "category": cat, "trigger": has})
-    return out
+    return backdoor_prompts(clean, triggered, seed, exclude=exclude)
 
 
 def _own_replies(model, tokenizer, prompts: list[str], *, seed: int, batch_size: int = 16) -> list[list[int]]:
@@ -135,6 +115,5 @@ def train_adapter(base, *, n: int = 480, steps: int = 120, seed: int = 5,
     losses = train_lm(model, encoded, steps=steps, batch_size=8, lr=2e-3, warmup=10, weight_decay=0.0, seed=seed,
                       progress=tick)
     kinds = [k for _, k, _ in data]
-    summary = {"examples": len(data), "trigger": kinds.count("trigger"), "leak": kinds.count("leak"),
-               "clean": kinds.count("clean"), "final_loss": sum(losses[-10:]) / 10}
+    summary = {"examples": len(data), "trigger": kinds.count("trigger"), "clean": kinds.count("clean"), "final_loss": sum(losses[-10:]) / 10}
     return model, summary, {request for _, _, request in data}
