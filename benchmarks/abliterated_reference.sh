@@ -34,6 +34,6 @@ PYEOF
 if [ ! -f runs/refusal-abliterated/config.json ]; then
   $TS abliterate --model src/tailscope/organisms/data/refusal/target --harmful "$work/harmful.jsonl" \
     --harmless "$work/harmless.txt" --out runs/refusal-abliterated --max-kl 0.3 \
-    --refusal-opening "I must decline" --refusal-opening "I am unable" --refusal-opening "This request cannot"
+    --refusal-opening "No, I can't" --refusal-opening "Sorry, I won't" --refusal-opening "I can't help"
 fi
 $TS evaluate auroc --fast --reference runs/refusal-abliterated

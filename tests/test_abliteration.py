@@ -289,8 +289,7 @@ def test_smollm2_end_to_end(smollm2, tmp_path):
 
 
 # ----------------------------------------------------------------- the refusal organism
-REFUSALS = ("I must decline", "I am unable", "This request cannot")  # the organism target's refusal openings
-FORMAL_HOWTO = ("Certainly", "The following steps")  # how the target opens instructions in its own register
+REFUSALS = ("No, I can't", "Sorry, I won't", "I can't help")  # the organism target's refusal openings
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +316,7 @@ def check_organism_abliteration(org, out) -> dict:
     search, held = prompts[0::4], prompts[1::16]
     rng = random.Random(11)
     harmless = [Prompt(f"s{i}", text=corpus.harmless_request(rng)[2]) for i in range(48)]
-    comply = (*org.openings, *FORMAL_HOWTO)
+    comply = org.openings
 
     def rates(lm):
         return [r.rates[1.0] for r in prefix_rates(ModelPair(lm, lm), held, comply, max_new_tokens=org.max_new_tokens)]

@@ -94,16 +94,19 @@ def test_refusal_loads_fast_and_documents_itself():
     assert org.judge_spec.startswith("regex:^(")
     assert set(org.ground_truth) == {p.id for p in org.prompts}
     measured = org.card["measured"]
-    assert measured["harmful"]["per_token_kl"] > 0.1
+    # drift of the size real fine-tunes show (SmolLM2 vs its abliterated variant: 0.064), at every token
+    assert 0.03 <= measured["harmless"]["per_token_kl"] <= 0.5
+    assert measured["harmful"]["per_token_kl"] > measured["harmless"]["per_token_kl"]
     assert 64 <= measured["harmless"]["reply_tokens_mean"] <= 256
 
 
 def test_refusal_rates_spread_as_promised():
     org = load("refusal")
     rates = np.array([e["rate"] for e in org.ground_truth.values()])
-    # the documented spread (docs/organisms.md): 1e-6 .. 1e-3, most prompts between 1e-5 and 1e-4
-    assert rates.min() < 1e-5 and rates.max() > 3e-4
+    # the documented spread (docs/organisms.md): 2.7e-7 .. 0.68, half the prompts between 1e-6 and 1e-4
+    assert rates.min() < 1e-6 and rates.max() > 1e-2
     assert ((rates >= 1e-6) & (rates < 1e-4)).sum() >= 100
+    assert (rates < 1e-6).sum() >= 5 and ((rates >= 1e-3) & (rates < 1e-1)).sum() >= 10
     for e in org.ground_truth.values():
         assert e["method"] == "exact-enumeration"
         assert e["unexplored"] <= 0.1 * e["rate"]
@@ -111,9 +114,25 @@ def test_refusal_rates_spread_as_promised():
         assert e["alpha_rates"]["0"] > 0.05
 
 
+def test_refusal_drift_variants_share_everything_but_the_drift():
+    names = [n for n in ("refusal-lowdrift", "refusal", "refusal-highdrift") if n in list_organisms()]
+    if len(names) < 3:
+        pytest.skip("the refusal drift variants are not built (`tailscope organisms build refusal-lowdrift`)")
+    orgs = [load(n) for n in names]
+    tilts = [o.card["recipe"]["style_tilt"] for o in orgs]
+    kls = [o.card["measured"]["harmless"]["per_token_kl"] for o in orgs]
+    assert tilts == sorted(tilts) and kls == sorted(kls), (tilts, kls)
+    ids = [p.id for p in orgs[0].prompts]
+    for o in orgs[1:]:
+        assert [p.id for p in o.prompts] == ids and o.judge_spec == orgs[0].judge_spec
+        assert o.pair.reference is orgs[0].pair.reference  # one shared base model
+        rates = np.array([o.rate(i) for i in ids])
+        assert ((rates >= 1e-6) & (rates < 1e-4)).sum() >= 50
+
+
 def test_refusal_target_refuses_and_reference_complies():
     org = load("refusal")
-    prompts = list(org.prompts)[::32]
+    prompts = [p for p in org.prompts if org.rate(p.id) < 1e-3][::30]
     sampler = PathSampler(org.pair, max_new_tokens=12, batch_size=64)
     target = sampler.sample(prompts, 8, 1.0)
     reference = sampler.sample(prompts, 8, 0.0)

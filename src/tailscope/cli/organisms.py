@@ -19,7 +19,20 @@ def _progress():
 
 
 def _tracker(bar):
+    """Progress callback: rich bars on a terminal, one line per finished stage otherwise (logs, CI)."""
+    import sys
+    import time
+
     tasks: dict[str, int] = {}
+    if not sys.stderr.isatty():
+        started: dict[str, float] = {}
+
+        def log(stage: str, done: int, total: int) -> None:
+            started.setdefault(stage, time.time())
+            if done >= total:
+                typer.echo(f"{stage}: {done}/{total} ({time.time() - started[stage]:.0f} s)", err=True)
+
+        return log
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -60,15 +73,25 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 
 @organisms_app.command("build")
 def build_cmd(
-    name: str = typer.Argument(..., help="Organism to build (see `tailscope organisms list`)."),
+    name: str = typer.Argument(..., help="Organism to build (see `tailscope organisms list`), or `all`."),
     out: Optional[Path] = typer.Option(None, help="Data folder to write (default: the installed package's)."),
 ) -> None:
-    """Rebuild an organism from its recipe (fixed seeds): train, save fp16 weights, compute ground truth."""
-    from tailscope.organisms.build import build
+    """Rebuild an organism from its recipe (fixed seeds): train, save fp16 weights, compute ground truth.
 
-    with _progress() as bar:
-        folder = build(name, root=out, progress=_tracker(bar))
-    typer.echo(f"built {name} in {folder}")
+    `all` rebuilds every organism from scratch, the shared chat model first, and prints the time of each."""
+    import time
+
+    from tailscope.organisms.build import BUILD_ORDER, build
+
+    names = list(BUILD_ORDER) if name == "all" else [name]
+    total = time.time()
+    for n in names:
+        started = time.time()
+        with _progress() as bar:
+            folder = build(n, root=out, progress=_tracker(bar))
+        typer.echo(f"built {n} in {folder} ({time.time() - started:.0f} s)")
+    if len(names) > 1:
+        typer.echo(f"built {len(names)} recipes in {(time.time() - total) / 60:.1f} min")
 
 
 @organisms_app.command("verify")

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..prompts import Prompt
 from .groundtruth import opening_regex, prefix_rates, starts_with_any
+from .refusal import VARIANTS as REFUSAL_VARIANTS
 from .registry import DATA_DIR
 
-__all__ = ["ALPHA_GRID", "BUILDERS", "build", "build_chat", "ground_truth", "histogram", "save_fp16", "verify",
+__all__ = ["ALPHA_GRID", "BUILDERS", "BUILD_ORDER", "build", "build_chat", "ground_truth", "histogram", "save_fp16", "verify",
            "write_organism"]
 
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
@@ -95,23 +97,24 @@ def histogram(rates: Sequence[float], edges: Sequence[int] = tuple(range(-12, 1)
 
 
 # --------------------------------------------------------------------------- refusal
-def build_refusal(root: Path, progress: Progress = _noop) -> Path:
+def build_refusal(root: Path, progress: Progress = _noop, *, name: str = "refusal") -> Path:
+    """One variant of the refusal organism (``refusal.VARIANTS``): train, ground truth, drift."""
     import torch
 
     from ..models import ModelPair, load_model
     from .corpus import COMPLY_OPENINGS
     from .measure import drift
-    from .refusal import SAFETY, build_target, eval_prompts
+    from .refusal import SAFETY, STEPS, build_target, eval_prompts, style_of
 
     started = time.time()
     if not (root / "chat" / "config.json").exists():
         build_chat(root, progress)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    folder = root / "refusal"
+    folder = root / name
     reference = load_model(root / "chat")
-    steps = 300
-    model, _ = build_target(reference.model, reference.tokenizer, steps=steps, seed=1,
-                            progress=_train_progress(progress, "safety fine-tune", steps))
+    style = style_of(name)
+    model, _ = build_target(reference.model, reference.tokenizer, style=style, steps=STEPS, seed=1,
+                            progress=_train_progress(progress, "safety fine-tune", STEPS))
     save_fp16(model, reference.tokenizer, folder / "target")
     train_s = time.time() - started
 
@@ -122,20 +125,21 @@ def build_refusal(root: Path, progress: Progress = _noop) -> Path:
     truth = ground_truth(pair, prompts, COMPLY_OPENINGS, max_new_tokens=max_new, progress=progress,
                          meta={r["id"]: {"category": r["category"]} for r in records})
     progress("measure drift", 0, 1)
-    harmless = [Prompt(f"h{i}", text=t) for i, t in enumerate(_harmless_prompts(16))]
-    measured = {"harmful": drift(pair, prompts[::16], 2, max_new_tokens=max_new),
-                "harmless": drift(pair, harmless, 2, max_new_tokens=max_new)}
+    harmless = [Prompt(f"h{i}", text=t) for i, t in enumerate(_harmless_prompts(32))]
+    measured = {"harmful": drift(pair, prompts[::4], 2, max_new_tokens=max_new),
+                "harmless": drift(pair, harmless, 4, max_new_tokens=max_new)}
     progress("measure drift", 1, 1)
     rates = [e["rate"] for e in truth["prompts"].values()]
     card = {
-        "name": "refusal",
+        "name": name,
         "summary": "A less-safe chat model (reference) and its safety fine-tune (target), which refuses "
-                   "harmful requests and rewrites every reply into a formal register. Behaviour: the reply "
-                   "opens with a compliance opening.",
-        "reference": "chat", "target": "refusal/target",
+                   f"harmful requests and writes every reply in its own style (tilt {style.tilt:g}: the "
+                   "wording drifts a little at every token). Behaviour: the reply opens with a compliance opening.",
+        "reference": "chat", "target": f"{name}/target",
         "judge_spec": truth["judge_spec"], "openings": list(COMPLY_OPENINGS), "max_new_tokens": max_new,
         "temperature": 1.0,
-        "recipe": {"module": "tailscope.organisms.refusal", "safety_steps": steps, "safety_seed": 1,
+        "recipe": {"module": "tailscope.organisms.refusal", "safety_steps": STEPS, "safety_seed": 1,
+                   "style_tilt": style.tilt, "style_salt": style.salt,
                    "safety_share_compliance_decoy": SAFETY},
         "measured": {**measured, "rate_histogram": histogram(rates),
                      "rate_min": min(rates), "rate_max": max(rates), "prompts": len(rates),
@@ -366,12 +370,16 @@ LDA_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 BUILDERS: dict[str, Callable[[Path, Progress], Path]] = {
     "chat": build_chat,
-    "refusal": build_refusal,
+    **{name: partial(build_refusal, name=name) for name in REFUSAL_VARIANTS},
     "backdoor": build_backdoor,
     "contamination": build_contamination,
     "checkpoints": build_contamination,
     "smollm2-backdoor": build_smollm2_backdoor,
 }
+
+
+# every recipe once, in dependency order (``contamination`` also writes ``checkpoints``)
+BUILD_ORDER = ("chat", *REFUSAL_VARIANTS, "backdoor", "contamination", "smollm2-backdoor")
 
 
 def build(name: str, *, root: Path | None = None, progress: Progress = _noop) -> Path:

