@@ -23,8 +23,8 @@ def estimate(
     judge: Optional[str] = typer.Option(None, "--judge", "-j", help="refusal | regex:PAT | contains:TEXT | hf:PATH | http:URL | python:mod:fn"),
     proposal: str = typer.Option("a=0", "--proposal", help="IS proposal, e.g. 'a=0', 'a=0;mix=0.5', 'a=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
     calibration: int = typer.Option(4, "--calibration", help="With --proposal tune: prompts set aside (never scored) for the search."),
-    family: str = typer.Option("log-linear", "--family", help="LPE fit: log-linear | logit-linear | log-quadratic | logit-quadratic"),
-    schedule: str = typer.Option("adaptive", "--schedule", help="LPE/MIS: adaptive | fixed"),
+    family: Optional[str] = typer.Option(None, "--family", help="LPE fit: log-quadratic (default, on the last 5 points with hits) | log-linear | logit-linear | logit-quadratic"),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="LPE/MIS walk: adaptive (MIS default) | frontier (LPE default) | fixed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     temperature: float = typer.Option(1.0, "--temperature"),
@@ -43,8 +43,10 @@ def estimate(
 
     if method not in METHODS:
         raise fail(f"--method (={method!r}) must be one of {sorted(METHODS)}")
-    if family not in FAMILIES:
+    if family is not None and family not in FAMILIES:
         raise fail(f"--family (={family!r}) must be one of {list(FAMILIES)}")
+    if schedule is not None and schedule not in {"adaptive", "frontier", "fixed"}:
+        raise fail(f"--schedule (={schedule!r}) must be one of ['adaptive', 'frontier', 'fixed']")
     if budget < 1:
         raise fail(f"--budget (={budget}) must be >= 1")
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
@@ -53,9 +55,9 @@ def estimate(
     settings: dict = {}
     if method == "is":
         settings["proposal"] = proposal
-    if method in {"mis", "lpe"}:
+    if method in {"mis", "lpe"} and schedule is not None:
         settings["schedule"] = schedule
-    if method == "lpe":
+    if method == "lpe" and family is not None:
         settings["family"] = family
     store = open_store(run, runs_dir, inputs, "estimate")
     console.print(f"run [bold]{store.name}[/] ({store.path})")

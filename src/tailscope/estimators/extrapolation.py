@@ -133,11 +133,11 @@ def lpe(
     prompt: Prompt,
     budget: int,
     *,
-    family: Family = "log-linear",
+    family: Family = "log-quadratic",
     grid: Sequence[float] = DEFAULT_GRID,
     schedule: str = "frontier",
     min_fit_hits: int = 1,
-    fit_points: int | None = 3,
+    fit_points: int | None = 5,
     bootstrap: int = 400,
     confidence: float = 0.95,
     seed: int = 0,
@@ -146,7 +146,7 @@ def lpe(
     """Logit Path Extrapolation of the target's rate from rollouts at α ∈ [0, 1).
 
     Args:
-        family: the fitted trend (``log-linear`` by default; see the evaluation in docs/estimators.md).
+        family: the fitted trend (``log-quadratic`` by default; see the comparison in docs/estimators.md).
         min_fit_hits: fit only points with at least this many hits (0 fits every point).
         fit_points: fit only the last this many of those points (the ones nearest α = 1, where the
             trend that is extrapolated lives); None fits all of them.
@@ -174,7 +174,11 @@ def lpe(
     k = [p.hits for p in used]
     n = [p.n for p in used]
     fit = fit_path(a, k, n, family)
-    rate = float(fit.rate(1.0))
+    # in logs throughout (a quadratic trend can fall below the smallest float); a rate along a
+    # path that falls toward α = 1 is at most the monotone bound, so a trend turning up is cut there
+    cap = math.log(bound) if bound > 0 else -math.inf
+    log_rate = min(float(fit.log_rate(1.0)), cap)
+    rate = math.exp(log_rate)
     rng = np.random.default_rng(seed)
     fitted = fit.rate(np.array(a))
     draws = []
@@ -184,11 +188,11 @@ def lpe(
         if keep.sum() < needed:
             continue
         fb = fit_path(np.array(a)[keep], kb[keep], np.array(n)[keep], family, start=np.array(fit.coef))
-        draws.append(float(fb.log_rate(1.0)))
+        draws.append(min(float(fb.log_rate(1.0)), cap))
     tail = (1 - confidence) / 2
     if len(draws) >= 20:
         lo, hi = np.quantile(draws, [tail, 1 - tail])
-        interval = (float(math.exp(min(lo, math.log(rate)))), float(math.exp(max(hi, math.log(rate)))))
+        interval = (float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))))
     else:
         interval = (0.0, bound)
     curve_alphas = np.linspace(min(a), 1, 21)  # the fitted range and its extrapolation, not before it
