@@ -94,6 +94,28 @@ def lowprob_forward_table(data: dict) -> str:
                               f"{data['machine']['cpu_threads']} torch thread(s), torch {data['machine']['torch']}.")
 
 
+def map_table(data: dict) -> str:
+    methods = data["methods"]
+    rows = ["| variant (style tilt; per-token KL harmless / harmful) | reply tokens | "
+            + " | ".join(methods) + " | best |", "|---|---|" + "---|" * (len(methods) + 1)]
+    for variant in data["variants"]:
+        for length in data["lengths"]:
+            cells = {c["method"]: c for c in data["cells"] if c["variant"] == variant and c["max_new_tokens"] == length}
+            if not cells:
+                continue
+            c0 = next(iter(cells.values()))
+            label = (f"{variant} ({_fmt(c0['style_tilt'])}; {c0['per_token_kl_harmless']:.2f} / "
+                     f"{c0['per_token_kl_harmful']:.2f})")
+            errs = {m: cells[m]["median_abs_log10_error"] for m in methods if m in cells}
+            scored = {m: e for m, e in errs.items() if e is not None}
+            best = min(scored, key=scored.get) if scored else "–"
+            shown = [f"{_fmt(errs.get(m))} ({_fmt(cells[m]['within_factor_3_all'])})" if m in cells else "–"
+                     for m in methods]
+            rows.append(f"| {label} | {length} | " + " | ".join(shown) + f" | {best} |")
+    return "\n".join(rows) + (f"\n\nCells: median \\|log10(estimate/truth)\\| (share of prompts within a factor of 3, "
+                              f"bounds-only answers counted as misses). `{data['command']}` — {data['protocol_summary']}")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -101,6 +123,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "errors": (("auroc.json", "auroc_fast.json"), error_table),
     "detection": (("detection.json", "detection_fast.json"), detection_table),
     "lowprob-forward": (("lowprob_forward.json",), lowprob_forward_table),
+    "map": (("map.json", "map_fast.json"), map_table),
 }
 
 

@@ -46,3 +46,30 @@ def test_matching_budget_interpolates_on_log_budget():
     curve = {10: 0.5, 100: 0.6, 1000: 0.8}
     assert matching_budget(curve, 0.7) == pytest.approx(math.sqrt(100 * 1000))
     assert matching_budget(curve, 0.5) == 10 and matching_budget(curve, 0.9) is None
+
+
+# --------------------------------------------------------------------------- the drift/length map
+def test_map_picks_prompts_evenly_in_log_rate_and_resumes(tmp_path):
+    import math
+
+    from tailscope.evaluation.drift_map import pick_prompts, run_map
+    from tailscope.organisms import list_organisms, load
+
+    if "refusal" not in list_organisms():
+        import pytest
+
+        pytest.skip("the refusal organism is not built")
+    org = load("refusal")
+    ids = pick_prompts(org, 5)
+    logs = [math.log10(org.rate(i)) for i in ids]
+    assert len(ids) == 5 and logs == sorted(logs) and all(-6 <= x <= -4 for x in logs)
+    assert logs[-1] - logs[0] > 1.0  # spread over the range, not bunched
+
+    methods = {"is (reference proposal)": {"method": "is", "proposal": "a=0"}, "mis": {"method": "mis"}}
+    first = run_map(["refusal"], [6], runs_dir=tmp_path, prompts=2, budget=40, methods=methods)
+    again = run_map(["refusal"], [6], runs_dir=tmp_path, prompts=2, budget=40, methods=methods)
+    assert [c["estimates"] for c in first["cells"]] == [c["estimates"] for c in again["cells"]]
+    assert {c["method"] for c in first["cells"]} == set(methods)
+    for cell in first["cells"]:
+        assert cell["prompts"] == 2 and cell["rollouts_mean"] <= 40
+        assert cell["per_token_kl_harmless"] > 0

@@ -10,7 +10,7 @@ from ._common import console, fail
 
 
 def evaluate(
-    suite: str = typer.Argument(..., help="auroc | detection | all"),
+    suite: str = typer.Argument(..., help="auroc | detection | map | all"),
     fast: bool = typer.Option(False, "--fast", help="The small version (minutes, for `make bench`)."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Where JSON, PNG and HTML go."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Run stores (a stopped suite resumes)."),

@@ -2,6 +2,8 @@
 
 * ``auroc`` — the LPE experiment (AUROC vs budget, rollout savings) and estimation error vs budget,
   on the ``refusal`` organism.
+* ``map`` — which method wins as reply length and reference/target drift grow, on the refusal
+  organism's drift variants.
 * ``detection`` — logit diff amplification on ``contamination`` and ``backdoor`` (rate vs
   amplification) and on ``checkpoints`` (earliest checkpoint detected, with and without LDA).
 
@@ -17,21 +19,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUITES", "run_auroc_suite", "run_detection_suite"]
+__all__ = ["SUITES", "run_auroc_suite", "run_detection_suite", "run_map_suite"]
 
 Progress = Callable[[str, int, int], None]
 
 AUROC_METHODS_FULL = {
     "lpe": {"method": "lpe"},
-    "lpe (all points)": {"method": "lpe", "fit_points": None},
-    "lpe (logit-linear)": {"method": "lpe", "family": "logit-linear"},
-    "lpe (log-quadratic)": {"method": "lpe", "family": "log-quadratic", "fit_points": None},
+    "lpe (log-linear, last 3)": {"method": "lpe", "family": "log-linear", "fit_points": 3},
+    "lpe (log-linear, all points)": {"method": "lpe", "family": "log-linear", "fit_points": None},
+    "lpe (logit-quadratic, last 5)": {"method": "lpe", "family": "logit-quadratic"},
     "lpe (adaptive walk)": {"method": "lpe", "schedule": "adaptive"},
     "mis": {"method": "mis"},
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
 }
-AUROC_METHODS_FAST = {k: AUROC_METHODS_FULL[k] for k in ("lpe", "lpe (all points)", "lpe (adaptive walk)", "mis",
-                                                          "is (reference proposal)")}
+AUROC_METHODS_FAST = {k: AUROC_METHODS_FULL[k] for k in ("lpe", "lpe (log-linear, last 3)", "lpe (adaptive walk)",
+                                                          "mis", "is (reference proposal)")}
 
 
 def _store(name: str, sampler, judge, runs_dir: Path, **extra):
@@ -161,4 +163,30 @@ def _plot_detection(results: dict, out: Path) -> None:
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
-SUITES = {"auroc": run_auroc_suite, "detection": run_detection_suite}
+def run_map_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
+                  seed: int = 0) -> dict[str, Any]:
+    """Error of IS, MIS and LPE as reply length and drift grow, on the refusal organism's variants."""
+    from ..organisms import OrganismNotFoundError, list_organisms
+    from .drift_map import MAP_VARIANTS, plot_map, run_map
+
+    variants = [v for v in MAP_VARIANTS if v in set(list_organisms())]
+    if not variants:
+        raise OrganismNotFoundError(f"the map needs the organisms {list(MAP_VARIANTS)}; build them with "
+                                    "`tailscope organisms build NAME`")
+    lengths = (16, 256) if fast else (16, 64, 256)
+    prompts = 6 if fast else 12
+    result = run_map(variants, lengths, runs_dir=runs_dir, prompts=prompts, budget=1000, seed=seed,
+                     progress=progress)
+    name = "map_fast" if fast else "map"
+    result.update({"suite": "map", "fast": fast, "command": f"tailscope evaluate map{' --fast' if fast else ''}",
+                   "protocol_summary": (f"{prompts} prompts per variant with exact rates in 1e-6..1e-4 (evenly "
+                                        "spaced in log rate), 1,000 rollouts per prompt and method, replies cut at "
+                                        f"{', '.join(map(str, lengths))} tokens (the verdict is decided by the "
+                                        "opening, so the exact rate holds at every length).")})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_map(result, out_dir / f"{name}.png")
+    return result
+
+
+SUITES = {"auroc": run_auroc_suite, "detection": run_detection_suite, "map": run_map_suite}
