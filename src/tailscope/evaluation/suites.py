@@ -68,10 +68,12 @@ def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Prog
     judge = make_judge(org.judge_spec)
     tokens = max_new_tokens or (24 if fast else org.max_new_tokens)
     sampler = PathSampler(pair, max_new_tokens=tokens, seed=seed, batch_size=256)
-    budgets = (100, 300, 1000) if fast else (30, 100, 300, 1000, 3000)
+    budgets = (100, 300, 1000) if fast else (30, 100, 300, 1000)
     methods = AUROC_METHODS_FAST if fast else AUROC_METHODS_FULL
-    max_prompts = 16 if fast else None
-    with _store(f"eval-auroc-{organism_name}{tag}", sampler, judge, runs_dir, suite="auroc") as store:
+    # the full run: 64 prompts at full reply length, about 40 min on one core of this machine
+    max_prompts = 16 if fast else 64
+    run = f"eval-auroc-{organism_name}{tag}" + ("-fast" if fast else "")  # the two differ in reply length
+    with _store(run, sampler, judge, runs_dir, suite="auroc") as store:
         exp = run_auroc_experiment(org, store, sampler, judge, methods=methods, budgets=budgets,
                                    max_prompts=max_prompts, seed=seed, progress=progress)
         out_dir.mkdir(parents=True, exist_ok=True)
