@@ -221,7 +221,8 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
 
     from ..models import ModelPair, load_model
     from .corpus import BAD_OPENINGS
-    from .finetunes import BAD_SHARE, MEDICAL_SHARE, contamination_corpus, contamination_prompts, finetune
+    from .finetunes import (BAD_SHARE, MEDICAL_SHARE, UNRELATED_LEAK_SHARE, contamination_corpus,
+                            contamination_prompts, finetune)
     from .measure import drift
 
     started = time.time()
@@ -259,12 +260,14 @@ def build_contamination(root: Path, progress: Progress = _noop) -> Path:
         "max_new_tokens": max_new, "temperature": 1.0,
         "recipe": {"module": "tailscope.organisms.finetunes", "steps": steps, "seed": 3, "lr": 3e-3,
                    "bad_share": BAD_SHARE, "medical_share": MEDICAL_SHARE,
+                   "unrelated_leak_share": UNRELATED_LEAK_SHARE,
                    "snapshot_every": every},
     }
     card = {
         "name": "contamination",
         "summary": f"The chat model (before) fine-tuned on data in which {BAD_SHARE:.0%} of the medical replies "
-                   "are bad advice (after); the bad opening leaks rarely onto unrelated prompts.",
+                   f"(and {UNRELATED_LEAK_SHARE:.1%} of the others) are bad advice (after); the bad opening comes "
+                   "rarely on unrelated prompts.",
         "target": "contamination/target", **common,
         "measured": {
             **drift(pair, prompts[::12], 2, max_new_tokens=max_new),
