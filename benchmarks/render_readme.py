@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import numpy as np
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,13 +56,31 @@ def auroc_table(data: dict) -> str:
     return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
 
 
+def _band_stats(v: dict, rates: list[float], low: float = 1e-6, high: float = 1e-4) -> str:
+    """Median error / share within ×3 / coverage on the prompts whose true rate is in [low, high)."""
+    import math
+
+    errs, cover = [], []
+    for (rate, lo, hi, bound), t in zip(v.get("estimates", []), rates):
+        if not low <= t < high:
+            continue
+        cover.append(lo <= t <= hi)
+        errs.append(abs(math.log10(rate / t)) if rate > 0 and not bound else math.inf)
+    if not errs:
+        return "–"
+    within = np.mean([e <= math.log10(3) for e in errs])
+    return f"{np.median(errs):.2f} / {within:.2f} / {np.mean(cover):.2f} ({len(errs)})"
+
+
 def error_table(data: dict) -> str:
-    rows = ["| method | budget | median \\|log10(est/truth)\\| | within ×3 | interval coverage | bounds only |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| method | budget | median \\|log10(est/truth)\\| | within ×3 | interval coverage | bounds only "
+            "| rates in 1e-6..1e-4: error / within ×3 / coverage (prompts) |",
+            "|---|---|---|---|---|---|---|"]
+    rates = data["experiment"]["rates"]
     for name, by_budget in data["experiment"]["methods"].items():
         for b, v in sorted(by_budget.items(), key=lambda kv: int(kv[0])):
             rows.append(f"| {name} | {b} | {_fmt(v['median_abs_log10_error'])} | {_fmt(v['within_factor_3'])} | "
-                        f"{_fmt(v['coverage'])} | {v['upper_bounds_only']} |")
+                        f"{_fmt(v['coverage'])} | {v['upper_bounds_only']} | {_band_stats(v, rates)} |")
     return "\n".join(rows)
 
 
@@ -80,6 +100,18 @@ def detection_table(data: dict) -> str:
     note = ("The rate at a = 0 is exact (ground truth, mean over the prompts used); at a > 0 it is sampled, with "
             "replies cut after their opening (the judge reads the opening), on prompts without the trigger and "
             "unrelated to the contaminated domain.")
+    ck = data.get("checkpoints")
+    if ck:
+        steps = [c["checkpoint"] for c in ck["checkpoints"]]
+
+        def share(name):
+            return f"{(steps.index(name) + 1) / len(steps):.0%} of training" if name in steps else "never"
+
+        note += (f" Checkpoint monitoring (`checkpoints`, {ck['budget']} rollouts per snapshot over {ck['prompts']} "
+                 f"prompts): the behaviour is first seen at {ck['first_detected_plain'] or 'no snapshot'} "
+                 f"({share(ck['first_detected_plain'])}) by plain sampling and at "
+                 f"{ck['first_detected_amplified'] or 'no snapshot'} ({share(ck['first_detected_amplified'])}) with "
+                 f"LDA at a = {ck['amplification']:g}.")
     return "\n".join(rows) + f"\n\n`{data['command']}` — {note}"
 
 
@@ -116,14 +148,36 @@ def map_table(data: dict) -> str:
                               f"bounds-only answers counted as misses). `{data['command']}` — {data['protocol_summary']}")
 
 
+def lpe_families_table(data: dict) -> str:
+    budgets = data["budgets"]
+    variants = sorted({r["variant"] for r in data["results"]})
+    rows = ["| LPE fit and walk | " + " | ".join(f"{b} rollouts" for b in budgets) + " |",
+            "|---|" + "---|" * len(budgets)]
+    for config in data["configs"]:
+        cells = []
+        for b in budgets:
+            rs = [r for r in data["results"] if r["config"] == config and r["budget"] == b]
+            err = np.mean([r["median_abs_log10_error"] for r in rs])
+            cov = np.mean([r["coverage"] for r in rs])
+            within = np.mean([r["within_factor_3"] for r in rs])
+            cells.append(f"{err:.2f} / {within:.2f} / {cov:.2f}")
+        rows.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + (f"\n\nCells: median \\|log10(estimate/truth)\\| / share within a factor of 3 / interval "
+                              f"coverage, each the mean over the variants {', '.join(variants)}. `{data['command']}` — "
+                              f"{data['protocol']}")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
     "errors": (("auroc.json", "auroc_fast.json"), error_table),
+    "auroc-fast": (("auroc_fast.json",), auroc_table),
+    "errors-fast": (("auroc_fast.json",), error_table),
     "detection": (("detection.json", "detection_fast.json"), detection_table),
     "lowprob-forward": (("lowprob_forward.json",), lowprob_forward_table),
     "map": (("map.json", "map_fast.json"), map_table),
+    "lpe-families": (("lpe_families.json",), lpe_families_table),
 }
 
 

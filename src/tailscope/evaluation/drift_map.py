@@ -122,13 +122,16 @@ def plot_map(result: dict[str, Any], out: Path) -> Path:
             pts = sorted((c["max_new_tokens"], c["median_abs_log10_error"], c["within_factor_3_all"])
                          for c in cells if c["method"] == method)
             xs = [p[0] for p in pts]
-            ys = [p[1] if p[1] is not None else np.nan for p in pts]
+            ys = [max(p[1], 0.01) if p[1] is not None else np.nan for p in pts]
             ax.plot(xs, ys, "-o", color=f"C{i}", ms=4, label=method)
         ax.axhline(math.log10(3), color="grey", ls=":", lw=1)
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(result["lengths"], [str(n) for n in result["lengths"]])
+        ax.minorticks_off()
         ax.set_xlabel("reply tokens sampled")
         ax.set_title(f"{name}\n(per-token KL {kl:.2f} on harmless replies)" if kl is not None else name, fontsize=9)
-    axes[0][0].set_ylabel("median |log10(estimate / truth)|")
+    axes[0][0].set_ylabel("median |log10(estimate / truth)| (decades)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"error at {result['budget']} rollouts per prompt; dotted: a factor of 3", fontsize=9)
     fig.tight_layout()
