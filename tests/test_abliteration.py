@@ -303,7 +303,7 @@ def refusal_organism():
 
 def check_organism_abliteration(org, out) -> dict:
     """Abliterate the organism's target on a quarter of its prompts and measure, exactly, how often
-    it opens held-out harmful replies with instructions, before and after."""
+    it opens held-out harmful replies with the organism's judged compliance openings, before and after."""
     import math
     import random
     import statistics
@@ -336,5 +336,6 @@ def test_refusal_organism_abliteration_raises_compliance(refusal_organism, tmp_p
     result = measured["result"]
     assert result.refusal_score < result.search.baseline_refusal_score - 5  # refusal openings: odds down e^5
     assert result.kl <= 0.3
-    assert measured["median_log10_gain"] >= 2  # instructions: at least a hundred times more often
-    assert min(measured["after"]) > 0.3
+    assert measured["median_log10_gain"] >= 2  # compliance: at least a hundred times more often
+    # the target complies in the reference's words, so the organism's own judge sees it
+    assert min(measured["after"]) > 1e-3 and sorted(measured["after"])[len(measured["after"]) // 2] > 0.1

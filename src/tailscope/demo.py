@@ -77,10 +77,10 @@ def run_demo(
                 progress("refusal: estimating", i + 1, len(ids))
     results["refusal"] = rows
     say(_refusal_table(rows, budget))
-    kl = org.card.get("measured", {}).get("harmful", {}).get("per_token_kl")
-    say("MIS reweights whole replies by q_target/q_path; on this organism the two models differ by "
-        + (f"{kl:.1f} nats per token" if kl else "many nats per token")
-        + ", so over long replies its weights degenerate and it misses badly. LPE uses no weights."
+    kl = org.card.get("measured", {}).get("harmless", {}).get("per_token_kl")
+    say("MIS reweights whole replies by q_target/q_path"
+        + (f" (the two models differ by {kl:.2f} nats per token on harmless replies here)" if kl else "")
+        + "; LPE uses only the verdicts along the path and extrapolates their trend to α = 1."
         " See docs/estimators.md for when each method wins.")
 
     bd = load("backdoor")
