@@ -49,10 +49,21 @@ def auroc_table(data: dict) -> str:
                                                   for b in data["budgets"]) + " | 10,000 | 1× | 100,000 | 1× |")
     for name, by_budget in data["experiment"]["methods"].items():
         sav = data["experiment"]["savings"][name]
+        def saving(ref: int) -> str:
+            if sav[f"saving_vs_naive_{ref}"] is None:
+                return "–"
+            low = sav.get(f"saving_vs_naive_{ref}_is_lower_bound")
+            if low is None:  # results written before the flag existed
+                low = sav[f"budget_matching_naive_{ref}"] <= min(data["budgets"])
+            return ("≥ " if low else "") + f"{sav[f'saving_vs_naive_{ref}']:.3g}×"
+
+        def budget(ref: int) -> str:
+            b = sav[f"budget_matching_naive_{ref}"]
+            return "–" if b is None else ("≤ " if b <= min(data["budgets"]) else "") + _fmt(b)
+
         rows.append(f"| {name} | | " + " | ".join(_fmt(by_budget[str(b)]["auroc"]) if str(b) in by_budget else "–"
                                               for b in data["budgets"]) +
-                    f" | {_fmt(sav['budget_matching_naive_10000'])} | {_fmt(sav['saving_vs_naive_10000'], 3)}× | "
-                    f"{_fmt(sav['budget_matching_naive_100000'])} | {_fmt(sav['saving_vs_naive_100000'], 3)}× |")
+                    f" | {budget(10000)} | {saving(10000)} | {budget(100000)} | {saving(100000)} |")
     return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
 
 
