@@ -162,8 +162,10 @@ def test_readers_see_whole_batches_while_a_run_writes(tmp_path, sampler, prompts
     batches, size = 40, 4
     errors, counts = [], []
     done = threading.Event()
+    reading = threading.Barrier(3, timeout=60)  # the writer starts once both readers are reading
 
     def write():
+        reading.wait()
         with RunStore.open(path, run_config(sampler)) as w:
             for b in range(batches):
                 w.add_rollouts([dataclasses.replace(base[i], seed_index=100 + b * size + i) for i in range(size)])
@@ -172,10 +174,14 @@ def test_readers_see_whole_batches_while_a_run_writes(tmp_path, sampler, prompts
     def read():
         try:
             with RunStore.open(path, readonly=True) as r:
-                while not done.is_set():
+                reading.wait()
+                while True:  # at least one read, however fast the writer is on a loaded machine
+                    finished = done.is_set()
                     n = r.count()
                     counts.append(n)
                     assert len(r.rollouts(prompts[0].id)) >= n
+                    if finished:
+                        break
         except Exception as e:  # noqa: BLE001  (reported below)
             errors.append(e)
 
