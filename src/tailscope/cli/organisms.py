@@ -61,8 +61,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
         typer.echo(json.dumps(rows, indent=1))
         return
     table = Table(title="tailscope organisms")
-    for col in ("name", "prompts", "rate range", "per-token KL"):
-        table.add_column(col, no_wrap=True)
+    widths = {"name": max([len(r["name"]) for r in rows] + [4]), "prompts": 7, "rate range": 20, "KL/token": 8}
+    for col, width in widths.items():
+        table.add_column(col, no_wrap=True, min_width=width)
     table.add_column("summary", max_width=48, no_wrap=True, overflow="ellipsis")
     for r in rows:
         rng = f"{r['rate_min']:.1e} .. {r['rate_max']:.1e}" if r["rate_min"] is not None else "-"
