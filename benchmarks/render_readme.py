@@ -80,7 +80,9 @@ def _band_stats(v: dict, rates: list[float], low: float = 1e-6, high: float = 1e
     if not errs:
         return "–"
     within = np.mean([e <= math.log10(3) for e in errs])
-    return f"{np.median(errs):.2f} / {within:.2f} / {np.mean(cover):.2f} ({len(errs)})"
+    median = np.median(errs)
+    shown = f"{median:.2f}" if math.isfinite(median) else "bounds"  # most answers were upper bounds only
+    return f"{shown} / {within:.2f} / {np.mean(cover):.2f} ({len(errs)})"
 
 
 def error_table(data: dict) -> str:
