@@ -28,6 +28,8 @@ bench: setup
 	$(PY) benchmarks/bench_sampler.py --fast
 	$(VENV)/bin/tailscope evaluate detection --fast
 	$(VENV)/bin/tailscope evaluate auroc --fast
+	$(VENV)/bin/tailscope evaluate map --fast
+	$(PY) benchmarks/lpe_families.py
 	$(PY) benchmarks/render_readme.py
 
 clean:
