@@ -20,13 +20,17 @@ def log_interval(mean: float, se: float, confidence: float) -> tuple[float, floa
     return (mean / spread, mean * spread)
 
 
-def hit_interval(mean: float, se: float, hits: int, confidence: float) -> tuple[float, float]:
-    """The envelope of two intervals for a weighted rate estimate from ``hits`` hits.
+def hit_interval(mean: float, se: float, hits: float, confidence: float) -> tuple[float, float]:
+    """The envelope of two intervals for a weighted rate estimate resting on ``hits`` hits.
 
     * the standard-error interval, symmetric on the log scale (:func:`log_interval`);
     * the count interval: μ̂ scaled by the exact Poisson bounds on the hit count over the count,
       μ̂ · [L(k)/k, U(k)/k]. With few hits the sample standard error is itself unreliable (one
       hit gives no spread at all); the count interval keeps the interval honest there.
+
+    Pass the *effective* number of hits, ``min(hits, ess_hits)`` (Kish's (Σw)²/Σw² over the hits'
+    weights): when one heavy weight carries the estimate, a thousand light hits elsewhere do not
+    make it any surer, and the interval should be as wide as one hit's.
     """
     lo_se, hi_se = log_interval(mean, se, confidence)
     if hits <= 0 or mean <= 0:

@@ -57,5 +57,6 @@ def importance(
     mean = float(contrib.mean())
     se = float(contrib.std(ddof=1) / math.sqrt(n)) if n > 1 else mean
     diagnostics["standard_error"] = se
-    return Estimate("is", prompt.id, mean, hit_interval(mean, se, k, confidence), confidence, spent, k,
+    interval = hit_interval(mean, se, min(k, diagnostics["ess_hits"]), confidence)
+    return Estimate("is", prompt.id, mean, interval, confidence, spent, k,
                     len(obs) - n, False, settings, diagnostics)

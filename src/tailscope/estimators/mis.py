@@ -93,7 +93,7 @@ def mis(
                         {"points": path, "assumes": "monotone rate along the path"})
     mean, se, g = balance_heuristic(points)
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
-    diagnostics = {"points": path, "standard_error": se, "max_weight_share": share,
-                   "ess_hits": float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0}
-    return Estimate("mis", prompt.id, mean, hit_interval(mean, se, hits, confidence), confidence, spent, hits, failed,
-                    False, settings, diagnostics)
+    ess_hits = float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0
+    diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits}
+    interval = hit_interval(mean, se, min(hits, ess_hits), confidence)
+    return Estimate("mis", prompt.id, mean, interval, confidence, spent, hits, failed, False, settings, diagnostics)
