@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# tiny tensors: a second thread only adds contention, and on a machine shared with other jobs
+# oversubscribed OpenMP/BLAS threads slow the suite down many times over (set before numpy/torch load)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
+torch.set_num_threads(1)
 
 CORPUS = [
     "hello there, how are you today?",
