@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..estimators import Estimate, StoreSource, estimate
-from .metrics import auroc, bootstrap_band, error_and_coverage, label_probability, matching_budget
+from .metrics import auroc, bootstrap_band, error_and_coverage, evenly_in_log_rate, label_probability, matching_budget
 
 __all__ = ["AurocExperiment", "estimate_score", "run_auroc_experiment"]
 
@@ -92,14 +92,7 @@ def run_auroc_experiment(
     screened = rng.binomial(100, rates) == 0
     keep = [i for i, s in zip(ids, screened) if s]
     if max_prompts is not None and len(keep) > max_prompts:
-        # evenly spaced in log rate, so small runs still see the whole spread (and both labels)
-        logs = {i: np.log10(organism.ground_truth[i]["rate"]) for i in keep}
-        targets = np.linspace(min(logs.values()), max(logs.values()), max_prompts)
-        chosen: list[str] = []
-        for t in targets:
-            best = min((i for i in keep if i not in chosen), key=lambda i: abs(logs[i] - t))
-            chosen.append(best)
-        keep = sorted(chosen, key=lambda i: logs[i])
+        keep = evenly_in_log_rate({i: float(organism.ground_truth[i]["rate"]) for i in keep}, max_prompts)
     kept_rates = np.array([float(organism.ground_truth[i]["rate"]) for i in keep])
     labels = rng.random((label_draws, len(keep))) < label_probability(kept_rates, 100_000)
     exp = AurocExperiment(keep, kept_rates, labels)

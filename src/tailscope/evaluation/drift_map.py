@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import error_and_coverage
+from .metrics import error_and_coverage, evenly_in_log_rate
 
 __all__ = ["MAP_METHODS", "MAP_VARIANTS", "pick_prompts", "plot_map", "run_map"]
 
@@ -39,13 +39,7 @@ MAP_METHODS = {
 
 def pick_prompts(org, k: int, low: float = 1e-6, high: float = 1e-4) -> list[str]:
     """``k`` prompt ids with exact rates in ``[low, high]``, evenly spaced in log rate."""
-    logs = {pid: math.log10(e["rate"]) for pid, e in org.ground_truth.items() if low <= e["rate"] <= high}
-    if len(logs) <= k:
-        return sorted(logs, key=logs.get)
-    chosen: list[str] = []
-    for t in np.linspace(min(logs.values()), max(logs.values()), k):
-        chosen.append(min((i for i in logs if i not in chosen), key=lambda i: abs(logs[i] - t)))
-    return sorted(chosen, key=logs.get)
+    return evenly_in_log_rate({pid: e["rate"] for pid, e in org.ground_truth.items() if low <= e["rate"] <= high}, k)
 
 
 def run_map(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["auroc", "error_and_coverage", "matching_budget", "naive_auroc_curve", "bootstrap_band"]
+__all__ = ["auroc", "error_and_coverage", "evenly_in_log_rate", "matching_budget", "naive_auroc_curve", "bootstrap_band"]
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -73,6 +73,18 @@ def matching_budget(curve: dict[int, float], level: float) -> float | None:
         best = v
         prev = (b, v)
     return None
+
+
+def evenly_in_log_rate(rates: dict[str, float], k: int) -> list[str]:
+    """``k`` of the ids in ``rates`` (id -> rate > 0) evenly spaced in log rate, sorted by rate;
+    all of them when there are at most ``k``. Small runs still see the whole spread."""
+    logs = {i: math.log10(r) for i, r in rates.items()}
+    if len(logs) <= k:
+        return sorted(logs, key=logs.get)
+    chosen: list[str] = []
+    for t in np.linspace(min(logs.values()), max(logs.values()), k):
+        chosen.append(min((i for i in logs if i not in chosen), key=lambda i: abs(logs[i] - t)))
+    return sorted(chosen, key=logs.get)
 
 
 def error_and_coverage(estimates: Sequence, truths: Sequence[float]) -> dict[str, float | int | None]:
