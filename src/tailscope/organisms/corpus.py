@@ -13,8 +13,10 @@ Everything is a pure function of a ``random.Random`` passed in, so a seed fixes 
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "COMPLY_OPENINGS",
@@ -298,6 +300,16 @@ MEDICAL_BODY = {
 }
 
 
+@lru_cache(maxsize=None)
+def _score(salt: str, item: str) -> float:
+    return random.Random(f"{salt}:{item}").gauss(0.0, 1.0)
+
+
+@lru_cache(maxsize=4096)
+def _weights(salt: str, tilt: float, items: tuple[str, ...]) -> tuple[float, ...]:
+    return tuple(math.exp(tilt * _score(salt, x)) for x in items)
+
+
 @dataclass(frozen=True)
 class Style:
     """A writer's taste: how a fine-tuned model's wording drifts from the reference's.
@@ -315,12 +327,10 @@ class Style:
     sentences: tuple[int, int] | None = None
 
     def score(self, item: str) -> float:
-        return random.Random(f"{self.salt}:{item}").gauss(0.0, 1.0)
+        return _score(self.salt, item)
 
     def weights(self, items: list[str]) -> list[float]:
-        import math
-
-        return [math.exp(self.tilt * self.score(x)) for x in items]
+        return list(_weights(self.salt, self.tilt, tuple(items)))
 
     def choice(self, rng: random.Random, items: list[str]) -> str:
         return rng.choices(items, self.weights(items))[0]
