@@ -71,7 +71,7 @@ class TabularPath:
             lp += q.gather(-1, pick).squeeze(-1).numpy()
             lp_t += path_logprobs(la, lb, 1.0).gather(-1, pick).squeeze(-1).numpy()
             for j, beta in enumerate(grid):
-                lp_g[:, j] += path_logprobs(la, lb, beta).gather(-1, pick).squeeze(-1).numpy()
+                lp_g[:, j] += proposal_logprobs(la, lb, proposal.moved(beta), t).gather(-1, pick).squeeze(-1).numpy()
             toks[:, t] = y.numpy()
             prev = y.numpy()
         return [Rollout(prompt_id, proposal.key, int(s), tuple(map(int, toks[i])), "", "length", float(lp[i]),

@@ -74,6 +74,19 @@ def test_mis_fixed_allocation_is_unbiased_and_covers(path):
     assert all(e.total_rollouts == 400 for e in ests)
 
 
+def test_mis_with_switching_points_is_unbiased_covers_and_cuts_the_variance(path):
+    grid = (0.0, 0.25, 0.5, 0.75)
+    switched = _repeat(mis, path, 200, 400, schedule="fixed", grid=grid, switch_after=2)
+    _check_unbiased_and_covering(switched, path.exact_rate(1.0))
+    assert set(switched[0].rollouts) == {f"a={a:g};switch=2" for a in grid}
+    # longer replies that drift more: the behaviour is decided by the first 2 tokens, and with
+    # switching the tokens after them no longer add weight noise
+    long = TabularPath(vocab=5, length=8, shift=1.5, bad=2, seed=3, drift=1.0)
+    switched = _repeat(mis, long, 100, 400, schedule="fixed", grid=grid, switch_after=2)
+    plain = _repeat(mis, long, 100, 400, schedule="fixed", grid=grid)
+    assert np.std([e.rate for e in switched]) < 0.6 * np.std([e.rate for e in plain])
+
+
 def test_mis_adaptive_stays_within_budget_and_near_truth(path):
     ests = _repeat(mis, path, 100, 500)
     truth = path.exact_rate(1.0)

@@ -61,13 +61,17 @@ def test_recorded_logprobs_equal_teacher_forced_scoring(tiny_pair, prompts, prop
     grid = (0.0, 0.25, 0.5, 1.0, 2.0)
     rollouts = sampler.sample(prompts, 4, proposal, logprob_grid=grid)
     by_id = {p.id: p for p in prompts}
-    scores = sampler.scorer().score_rollouts(by_id, rollouts, alphas=grid, proposals=[proposal])
+    prop = Proposal.parse(proposal)
+    moved = [prop.moved(beta) for beta in grid]  # the grid records the proposal's shape at each α
+    scores = sampler.scorer().score_rollouts(by_id, rollouts, alphas=(0.0, 1.0), proposals=[proposal, *moved])
     for r, row in zip(rollouts, scores):
         assert row[0] == pytest.approx(r.logprob_reference, abs=1e-4)
-        assert row[3] == pytest.approx(r.logprob_target, abs=1e-4)
-        assert row[-1] == pytest.approx(r.logprob, abs=1e-4)
+        assert row[1] == pytest.approx(r.logprob_target, abs=1e-4)
+        assert row[2] == pytest.approx(r.logprob, abs=1e-4)
         for j, beta in enumerate(grid):
-            assert row[j] == pytest.approx(r.logprob_grid[beta], abs=1e-4)
+            assert row[3 + j] == pytest.approx(r.logprob_grid[beta], abs=1e-4)
+        assert r.logprob_grid[prop.alpha if prop.alpha in grid else 1.0] == pytest.approx(
+            r.logprob if prop.alpha in grid else r.logprob_target, abs=1e-4)
 
 
 def test_padding_and_batching_do_not_change_rollouts(tiny_pair, prompts):

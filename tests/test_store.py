@@ -88,6 +88,17 @@ def test_missing_grid_points_are_rescored_not_resampled(store, sampler, prompts)
     assert sources == {0.0: "scored", 0.7: "scored", 1.0: "scored", 2.0: "scored"}
 
 
+@pytest.mark.parametrize("proposal", ["a=0.25;switch=3", "a=0.5;switch=2;mix=0.4"])
+def test_rescored_grid_of_a_switching_proposal_is_the_proposal_moved_along_the_path(store, sampler, prompts,
+                                                                                    proposal):
+    store.get_or_sample(sampler, prompts[2], proposal, 3)
+    grid = [0.0, 0.6, 1.0]
+    rescored = store.get_or_sample(sampler, prompts[2], proposal, 3, logprob_grid=grid)
+    assert_same(rescored, sampler.sample([prompts[2]], 3, proposal, logprob_grid=grid))
+    assert all(r.logprob_grid[1.0] == r.logprob_target and r.logprob_grid[0.0] != r.logprob_reference
+               for r in rescored)
+
+
 def test_reopening_with_another_config_names_the_fields(tmp_path, sampler, tiny_pair, prompts):
     with RunStore.open("r", run_config(sampler), root=tmp_path) as s:
         s.get_or_sample(sampler, prompts[0], 1.0, 2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tailscope.estimators import LiveSource, importance
-from tailscope.estimators.tuning import candidate_log_q, tune_proposal
+from tailscope.estimators import LiveSource, importance, mis
+from tailscope.estimators.tuning import candidate_log_q, tune_proposal, tune_switch
 from tailscope.judges import make_judge
 from tailscope.path import Proposal
 from tailscope.sampling import PathSampler
@@ -36,3 +36,14 @@ def test_tune_proposal_picks_a_candidate_on_calibration_prompts(tiny_pair, promp
     assert isinstance(search.proposal, Proposal) and len(search.rounds) == 2
     est = importance(source, prompts[2], 50, proposal=search.proposal)
     assert est.rollouts == {search.proposal.key: 50}
+
+
+def test_tune_switch_picks_a_switch_point_for_path_mis(tiny_pair, prompts):
+    sampler = PathSampler(tiny_pair, max_new_tokens=10)
+    source = LiveSource(sampler, make_judge("regex:^[a-m]"))
+    search = tune_switch(source, sampler.scorer(), prompts[:2], 60, switches=(None, 1, 4), grid=(0.0, 0.5), rounds=2)
+    assert search.switch_after in (None, 1, 4) and len(search.rounds) == 2
+    assert search.rounds[0]["hits"] > 0 and search.rounds[1]["switch_after"] == search.rounds[0]["chosen"]
+    assert search.rollouts >= 2 * 60
+    est = mis(source, prompts[2], 60, grid=(0.0, 0.5), switch_after=search.switch_after)
+    assert est.total_rollouts <= 60 and est.settings["switch_after"] == search.switch_after

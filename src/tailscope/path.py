@@ -77,6 +77,15 @@ class Proposal:
             kwargs[field_name] = int(value) if field_name == "switch_after" else float(value)
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def moved(self, alpha: float) -> Proposal:
+        """The same proposal shape (switch point, mixture weight) at another point of the path.
+
+        A rollout's ``logprob_grid`` records log q under ``moved(β)`` for each β: for a pure point
+        that is q_β itself; for a switching proposal every component switches to the target at the
+        same step, so the ratios between components depend only on the tokens before the switch.
+        """
+        return Proposal(alpha=alpha, switch_after=self.switch_after, mixture=self.mixture)
+
     def __str__(self) -> str:
         return self.key
 

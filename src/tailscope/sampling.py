@@ -11,7 +11,8 @@ The loop, per batch of rows:
    log-softmax each, combine them into the proposal's per-token distribution;
 3. draw the next token by inverse-CDF from a counter-based uniform keyed by
    (seed, proposal, prompt id, seed index, step) — a rollout is the same whatever batch it is in;
-4. add the token's log-probability under the proposal, under A, under B and under a grid of α;
+4. add the token's log-probability under the proposal, under A, under B and under the proposal
+   moved to each α of a grid;
 5. feed the token to both models; stop a row at EOS, a stop string or the token limit, and drop
    finished rows from the caches when half the batch is done.
 """
@@ -43,7 +44,9 @@ class Rollout:
 
     ``logprob`` is under the distribution actually sampled from (the proposal, after any
     top-k/top-p truncation); ``logprob_reference`` and ``logprob_target`` are under q_0 and q_1
-    (untruncated, at the sampling temperature); ``logprob_grid`` maps each requested α to log q_α.
+    (untruncated, at the sampling temperature); ``logprob_grid`` maps each requested α to log q
+    under the proposal moved to α (:meth:`~tailscope.path.Proposal.moved`): log q_α itself for a
+    pure path point; for a switching or mixture proposal, the same shape at α.
     The EOS token, when sampled, is part of ``token_ids`` and of every log-probability.
     """
 
@@ -269,6 +272,7 @@ class PathSampler:
         lp = torch.zeros(n, dtype=torch.float64, device=device)
         lp_a, lp_b = torch.zeros_like(lp), torch.zeros_like(lp)
         lp_grid = torch.zeros((n, len(grid)), dtype=torch.float64, device=device)
+        grid_proposals = [proposal.moved(beta) for beta in grid]  # the proposal's shape at each grid α
         live = torch.arange(n, device=device)  # cache row -> chunk index, for rows still in the caches
         live_host = np.arange(n)  # the same, on the host, for the uniforms (changes only when rows are dropped)
         active = torch.ones(n, dtype=torch.bool, device=device)  # per cache row
@@ -293,8 +297,8 @@ class PathSampler:
             lp[idx] += q.gather(-1, pick).squeeze(-1)[active].double()
             lp_a[idx] += q_a.gather(-1, pick).squeeze(-1)[active].double()
             lp_b[idx] += q_b.gather(-1, pick).squeeze(-1)[active].double()
-            for j, beta in enumerate(grid):
-                col = path_logprobs(log_a, log_b, beta, T).gather(-1, pick).squeeze(-1)
+            for j, moved in enumerate(grid_proposals):
+                col = proposal_logprobs(log_a, log_b, moved, step, T, target=q_b).gather(-1, pick).squeeze(-1)
                 lp_grid[idx, j] += col[active].double()
 
             tokens[idx, step] = nxt[active]

@@ -4,6 +4,11 @@ Start at α = 0 (the less-safe reference, where the behaviour is common) and wal
 toward α = 1 in equal steps of rollouts while the behaviour is still seen; then spend what is left
 of the budget on the last points of the walk, where the rate is smallest but still measurable —
 the points that pin down the extrapolation and carry the balance heuristic's weight near α = 1.
+
+With ``switch_after`` = s every point is a switching proposal (METHODS.md §2): its first s reply
+tokens come from q_α, the rest from the target. The judged rate at a point is then the rate of a
+reply whose opening comes from q_α; at α = 1 it is still the target's rate, and the importance
+ratios between points depend only on the first s tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ class PathPoint:
 
     alpha: float
     observations: list[Observation] = field(default_factory=list)
+    switch_after: int | None = None
+
+    @property
+    def proposal(self) -> Proposal:
+        return Proposal(self.alpha, switch_after=self.switch_after)
 
     @property
     def n(self) -> int:
@@ -53,10 +63,10 @@ class WalkSummary:
 
 def summarize(points: Sequence[PathPoint]) -> WalkSummary:
     return WalkSummary(
-        spent={f"a={p.alpha:.10g}": p.spent for p in points},
+        spent={p.proposal.key: p.spent for p in points},
         hits=sum(p.hits for p in points),
         failed=sum(p.spent - p.n for p in points),
-        path=[{"alpha": p.alpha, "n": p.n, "hits": p.hits} for p in points],
+        path=[{"alpha": p.alpha, "n": p.n, "hits": p.hits, "proposal": p.proposal.key} for p in points],
     )
 
 
@@ -71,6 +81,7 @@ def walk_path(
     refine_points: int = 3,
     schedule: str = "adaptive",
     target_hits: float = 4.0,
+    switch_after: int | None = None,
 ) -> list[PathPoint]:
     """Spend exactly ``budget`` rollouts (or fewer when nothing is left to learn) along ``grid``.
 
@@ -83,6 +94,8 @@ def walk_path(
             ``target_hits`` hits at the next point, from a log-linear trend through the points so
             far, so the walk reaches as close to α = 1 as the budget allows) or ``fixed`` (the
             budget split evenly over the grid, independent of what is seen; unbiased for MIS).
+        switch_after: draw only the first this many reply tokens at each point, the rest from the
+            target (None: the whole reply at the point).
 
     Every rollout records log q_β for every β of the grid, so any subset of points can be pooled.
     """
@@ -97,8 +110,8 @@ def walk_path(
     points: dict[float, PathPoint] = {}
 
     def spend(alpha: float, n: int) -> PathPoint:
-        point = points.setdefault(alpha, PathPoint(alpha))
-        point.observations = source.draw(prompt, Proposal(alpha), n, record)
+        point = points.setdefault(alpha, PathPoint(alpha, switch_after=switch_after))
+        point.observations = source.draw(prompt, point.proposal, n, record)
         return point
 
     if schedule == "fixed":

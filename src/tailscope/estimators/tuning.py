@@ -11,6 +11,10 @@ log q_α0(y_t) and log q_1(y_t):
     switching:  Σ_{t < t_switch} log q_α0(y_t) + Σ_{t ≥ t_switch} log q_1(y_t)
     mixture:    Σ_t log(λ q_α0(y_t) + (1 − λ) q_1(y_t))
 
+The same search chooses the switch point of path MIS's proposals (:func:`tune_switch`): the family
+is then the balance-heuristic mixture Σ_k (n_k/N) q_{α_k, s} of the walk's points, each switching
+to the target after s tokens, and the hits are weighted by their balance-heuristic contributions.
+
 The calibration prompts must not be the prompts later scored.
 """
 
@@ -27,8 +31,10 @@ from ..path import Proposal
 from ..prompts import Prompt
 from ..scoring import Scorer
 from ._source import RolloutSource
+from .mis import balance_heuristic
+from .schedule import DEFAULT_GRID, walk_path
 
-__all__ = ["ProposalSearch", "candidate_log_q", "tune_proposal"]
+__all__ = ["ProposalSearch", "SwitchSearch", "candidate_log_q", "tune_proposal", "tune_switch"]
 
 
 @dataclass
@@ -114,4 +120,81 @@ def tune_proposal(
                               "objective": max(scores)})
         current = best
     search.proposal = current
+    return search
+
+
+@dataclass
+class SwitchSearch:
+    """The switch point chosen for path MIS's proposals and the search's record."""
+
+    switch_after: int | None
+    rounds: list[dict] = field(default_factory=list)
+    spent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rollouts(self) -> int:
+        return sum(self.spent.values())
+
+
+def tune_switch(
+    source: RolloutSource,
+    scorer: Scorer,
+    calibration: Sequence[Prompt],
+    budget: int,
+    *,
+    switches: Sequence[int | None] = (None, 2, 4, 8, 16, 32),
+    grid: Sequence[float] = DEFAULT_GRID,
+    rounds: int = 2,
+    start: int | None = None,
+    **walk: float,
+) -> SwitchSearch:
+    """Cross-entropy choice of the switch point s of path MIS's proposals, on calibration prompts.
+
+    Each round walks the path on every calibration prompt with ``budget`` rollouts at the current
+    switch point (the walk of :func:`~tailscope.estimators.mis`), weights each hit y by its
+    balance-heuristic contribution (normalised per prompt) and picks the s that maximises
+    Σ w log q_mix,s(y), with q_mix,s = Σ_k (n_k/N) q_{α_k, s} over the walked points.
+    Returns ``start`` unchanged when no round sees a hit.
+    """
+    if not calibration:
+        raise ValueError("the switch search needs at least one calibration prompt")
+    current = start
+    search = SwitchSearch(current)
+    for rnd in range(rounds):
+        tables, weights, shares = [], [], []
+        for prompt in calibration:
+            points = walk_path(source, prompt, budget, grid=grid, switch_after=current, **walk)
+            for p in points:
+                key = f"{prompt.id}|{p.proposal.key}"
+                search.spent[key] = max(search.spent.get(key, 0), p.spent)
+            mean, _, g = balance_heuristic(points)
+            if mean <= 0:
+                continue
+            judged = [o.rollout for p in points for o in p.observations if o.flagged is not None]
+            picked = [(r, w) for r, w in zip(judged, g) if w > 0]
+            counts = np.array([p.n for p in points], dtype=float)
+            share = np.log(np.where(counts > 0, counts / counts.sum(), 1.0))
+            alphas = [p.alpha for p in points]
+            columns = sorted({*alphas, 1.0})
+            per_token = scorer.token_logprobs([prompt] * len(picked), [r.token_ids for r, _ in picked], columns)
+            total = sum(w for _, w in picked)
+            for table, (_, w) in zip(per_token, picked):
+                tables.append((table, [columns.index(a) for a in alphas], columns.index(1.0)))
+                weights.append(w / total)
+                shares.append(share)
+        if not tables:
+            search.rounds.append({"round": rnd, "switch_after": current, "hits": 0})
+            continue
+        scores = []
+        for cand in switches:
+            objective = 0.0
+            for (table, cols, target_col), w, share in zip(tables, weights, shares):
+                logs = [candidate_log_q(table, Proposal(0.0, switch_after=cand), c, target_col) for c in cols]
+                objective += w * float(np.logaddexp.reduce(share + np.array(logs)))
+            scores.append(objective)
+        best = switches[int(np.argmax(scores))]
+        search.rounds.append({"round": rnd, "switch_after": current, "hits": len(tables), "chosen": best,
+                              "objective": max(scores)})
+        current = best
+    search.switch_after = current
     return search

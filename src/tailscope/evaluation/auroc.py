@@ -14,6 +14,9 @@ Protocol (stated in every result file):
    by 1e-6, below every point estimate but still ordered by its bound.
 5. Savings: the budget at which a method's AUROC reaches naive's AUROC at 10,000 (and 100,000)
    rollouts, interpolated on log budget; the ratio is naive's budget over the method's.
+6. Settings a method asks to tune (``"tune"``, see :mod:`~tailscope.evaluation.calibration`) are
+   chosen once, on a calibration split of prompts drawn at random from those not scored; those
+   rollouts are recorded in the result, not in the per-prompt budgets.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..estimators import Estimate, StoreSource, estimate
+from .calibration import calibration_split, needs_tuning, resolve_tuned
 from .metrics import auroc, bootstrap_band, error_and_coverage, evenly_in_log_rate, label_probability, matching_budget
 
 __all__ = ["AurocExperiment", "estimate_score", "run_auroc_experiment"]
@@ -44,6 +48,7 @@ class AurocExperiment:
     labels: np.ndarray  # (label_draws, prompts)
     naive: dict[int, dict[str, float]] = field(default_factory=dict)
     methods: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def method_auroc(self, scores: np.ndarray) -> float:
         vals = [auroc(scores, y) for y in self.labels]
@@ -67,7 +72,7 @@ class AurocExperiment:
             "positives_mean": float(self.labels.mean(1).mean() * len(self.prompts)),
             "naive": {str(k): v for k, v in self.naive.items()},
             "methods": {m: {str(k): v for k, v in d.items()} for m, d in self.methods.items()},
-            "savings": self.savings(),
+            "savings": self.savings(), "calibration": self.calibration,
         }
 
 
@@ -83,6 +88,7 @@ def run_auroc_experiment(
     label_draws: int = 200,
     naive_draws: int = 200,
     seed: int = 0,
+    calibration_prompts: int = 4,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> AurocExperiment:
     """Run the experiment; ``methods`` maps a display name to ``{"method": "lpe", **settings}``."""
@@ -103,6 +109,11 @@ def run_auroc_experiment(
                         "band": [float(np.nanquantile(vals, 0.05)), float(np.nanquantile(vals, 0.95))]}
     prompts = {p.id: p for p in organism.prompts}
     source = StoreSource(store, sampler, judge)
+    if needs_tuning(methods):
+        held = calibration_split(organism.prompts, keep, calibration_prompts, seed)
+        if progress:
+            progress(f"tuning on {len(held)} calibration prompts", 0, 1)
+        methods, exp.calibration = resolve_tuned(methods, source, sampler.scorer(), held, max(budgets))
     for name, spec in methods.items():
         spec = dict(spec)
         method = spec.pop("method")

@@ -29,13 +29,16 @@ AUROC_METHODS_FULL = {
     "lpe (log-linear, all points)": {"method": "lpe", "family": "log-linear", "fit_points": None},
     "lpe (logit-quadratic, last 5)": {"method": "lpe", "family": "logit-quadratic"},
     "mis": {"method": "mis"},
+    "mis (switching, tuned)": {"method": "mis", "switch_after": "tune"},
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
+    "is (tuned proposal)": {"method": "is", "proposal": "tune"},
 }
 # the LPE variants above share one walk (only the fit differs), so they cost no extra rollouts
 AUROC_METHODS_FAST = {
     **{k: AUROC_METHODS_FULL[k] for k in ("lpe", "lpe (log-linear, last 3)")},
     "lpe (adaptive walk)": {"method": "lpe", "schedule": "adaptive"},
-    **{k: AUROC_METHODS_FULL[k] for k in ("mis", "is (reference proposal)")},
+    **{k: AUROC_METHODS_FULL[k] for k in ("mis", "mis (switching, tuned)", "is (reference proposal)",
+                                          "is (tuned proposal)")},
 }
 
 
@@ -102,11 +105,23 @@ def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Prog
                              "AUROC averaged over 200 label draws); naive simulated exactly from the exact rates; "
                              f"other methods sampled for real with replies of at most {tokens} tokens"
                              + (" (cut short: verdicts and exact rates unchanged, but importance weights span only "
-                                "those tokens, which flatters IS and MIS)." if tokens < org.max_new_tokens else ".")),
+                                "those tokens, which flatters IS and MIS)." if tokens < org.max_new_tokens else ".")
+                             + _calibration_note(exp.calibration)),
         "experiment": exp.to_dict(),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
+
+
+def _calibration_note(record: dict[str, Any]) -> str:
+    """One sentence per tuned method: what was chosen, on how many calibration prompts, at what cost."""
+    notes = []
+    for name, r in record.items():
+        chosen = r.get("proposal", r.get("switch_after"))
+        what = "proposal" if "proposal" in r else "switch point"
+        notes.append(f"{name}: {what} {chosen} chosen by the cross-entropy search on {len(r['calibration_prompts'])} "
+                     f"calibration prompts (not scored; {r['rollouts']:,} rollouts, not in the budgets)")
+    return (" Tuned settings — " + "; ".join(notes) + ".") if notes else ""
 
 
 def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,

@@ -303,26 +303,35 @@ class RunStore:
 
     def _rescore(self, sampler: Any, rollouts: Sequence[Rollout], grid: tuple[float, ...], chunk: int = 256) -> None:
         """Add the missing grid points of stored rollouts by teacher forcing, committing a chunk at a
-        time (α = 0 and α = 1 are the stored reference and target log-probabilities)."""
+        time. A grid point is log q under the rollout's proposal moved to that α
+        (:meth:`~tailscope.path.Proposal.moved`); α = 1 is the stored target log-probability, and
+        for a pure path point α = 0 is the stored reference log-probability."""
         try:
+            from ..path import Proposal
             from ..scoring import Scorer
         except ImportError as e:
             raise RunStoreError(f"stored rollouts lack log-probabilities at some of α = {list(grid)} and "
                                 f"teacher-forced scoring is unavailable ({e})") from None
-        exact = {0.0: "logprob_reference", 1.0: "logprob_target"}
-        todo = [a for a in grid if a not in exact]
         scorer = Scorer(sampler.pair, temperature=sampler.temperature, chat=sampler.chat)
         prompts = {pid: self._prompt(pid) for pid in {r.prompt_id for r in rollouts}}
-        for start in range(0, len(rollouts), chunk):
-            part = rollouts[start : start + chunk]
-            values = scorer.score_rollouts(prompts, part, todo) if todo else None
-            scored = []
-            for i, r in enumerate(part):
-                new = {a: getattr(r, exact[a]) for a in grid if a in exact and a not in r.logprob_grid}
-                if values is not None:
-                    new.update({a: float(values[i, j]) for j, a in enumerate(todo) if a not in r.logprob_grid})
-                scored.append(dataclasses.replace(r, logprob_grid=new))
-            self.add_rollouts(scored, source="scored")
+        by_proposal: dict[str, list[Rollout]] = {}
+        for r in rollouts:
+            by_proposal.setdefault(r.proposal, []).append(r)
+        for key, group in by_proposal.items():
+            proposal = Proposal.parse(key)
+            exact = {1.0: "logprob_target", **({0.0: "logprob_reference"} if proposal.is_pure else {})}
+            todo = [a for a in grid if a not in exact]
+            moved = [proposal.moved(a) for a in todo]
+            for start in range(0, len(group), chunk):
+                part = group[start : start + chunk]
+                values = scorer.score_rollouts(prompts, part, (), moved) if todo else None
+                scored = []
+                for i, r in enumerate(part):
+                    new = {a: getattr(r, exact[a]) for a in grid if a in exact and a not in r.logprob_grid}
+                    if values is not None:
+                        new.update({a: float(values[i, j]) for j, a in enumerate(todo) if a not in r.logprob_grid})
+                    scored.append(dataclasses.replace(r, logprob_grid=new))
+                self.add_rollouts(scored, source="scored")
 
     # ------------------------------------------------------------------ verdicts
     def _stored_verdicts(self, fp: str, rollouts: Sequence[Rollout]) -> tuple[list[int], dict[int, Verdict]]:
