@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tailscope.estimators import lpe
+from tailscope.evaluation.calibration import learn_path_shape
 from tailscope.organisms import list_organisms, load
 from tailscope.prompts import Prompt
 
@@ -38,6 +39,8 @@ CONFIGS = {
     "logit-linear, last 3": {"family": "logit-linear", "fit_points": 3},
     "log-linear, all points": {"family": "log-linear", "fit_points": None},
     "log-quadratic, last 5, adaptive walk": {"schedule": "adaptive"},
+    # the shape is learned per variant on the path points (α ≤ 0.9) of the prompts NOT scored here
+    "shared shape, last 6": {"family": "log-shape", "fit_points": 6, "shape": "learn"},
 }
 BUDGETS = (100, 300, 1000, 3000)
 VARIANTS = ("refusal-lowdrift", "refusal", "refusal-highdrift")
@@ -63,11 +66,14 @@ class ExactPathSource:
 
 def main() -> None:
     started = time.time()
-    results = []
+    results, shapes = [], {}
     for name in [v for v in VARIANTS if v in list_organisms()]:
         org = load(name)
         ids = [pid for pid, e in org.ground_truth.items() if 1e-6 <= e["rate"] < 1e-4]
+        shape, calibration = learn_path_shape(org, scored=ids)
+        shapes[name] = calibration
         for label, cfg in CONFIGS.items():
+            cfg = {**cfg, "shape": shape} if cfg.get("shape") == "learn" else cfg
             for budget in BUDGETS:
                 errs, cover, within = [], [], []
                 for i, pid in enumerate(ids):
@@ -79,7 +85,8 @@ def main() -> None:
                     err = abs(math.log10(e.rate / truth)) if ok else math.inf
                     errs.append(err)
                     within.append(err <= math.log10(3))
-                results.append({"variant": name, "config": label, "settings": cfg, "budget": budget,
+                shown = {k: v for k, v in cfg.items() if k != "shape"} | ({"shape": "learned"} if "shape" in cfg else {})
+                results.append({"variant": name, "config": label, "settings": shown, "budget": budget,
                                 "prompts": len(ids), "median_abs_log10_error": float(np.median(errs)),
                                 "within_factor_3": float(np.mean(within)), "coverage": float(np.mean(cover))})
             row = [r for r in results if r["variant"] == name and r["config"] == label]
@@ -87,7 +94,10 @@ def main() -> None:
                   file=sys.stderr)
     out = {"benchmark": "lpe_families", "command": "python benchmarks/lpe_families.py",
            "protocol": "LPE on exact Binomial(n, r(α)) hit counts from each refusal variant's exact path rates; "
-                       "every prompt with a true rate in 1e-6..1e-4, one seed per prompt, 200 bootstrap draws.",
+                       "every prompt with a true rate in 1e-6..1e-4, one seed per prompt, 200 bootstrap draws. "
+                       "The shared shape is learned per variant from the exact path points (α ≤ 0.9, never the "
+                       "target's rate) of that variant's other prompts whose rate at α = 0.9 is in 1e-5..1e-3.",
+           "shape_calibration_prompts": {k: len(v) for k, v in shapes.items()},
            "budgets": list(BUDGETS), "configs": list(CONFIGS), "results": results,
            "seconds": round(time.time() - started)}
     path = ROOT / "benchmarks" / "results" / "lpe_families.json"

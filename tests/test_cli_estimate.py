@@ -82,6 +82,24 @@ def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dir
     assert all(e["settings"]["proposal"] == payload["settings"]["proposal"] for e in payload["estimates"])
 
 
+def test_estimate_mis_with_a_tuned_switch_point(tiny_dirs, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("hello there\ntell me a story\nwhat is the weather\n")
+    args = ["estimate", "--method", "mis", "--switch", "tune", "--calibration", "1", "--budget", "40",
+            "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]), "--prompts", str(f),
+            "--judge", "regex:^[a-m]", "--max-new-tokens", "6", "--runs-dir", str(tmp_path / "runs"),
+            "--json", str(tmp_path / "e.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert payload["settings"]["calibration_prompts"] == ["p0"]
+    chosen = payload["settings"]["switch_after"]
+    assert chosen is None or isinstance(chosen, int)
+    assert all(e["settings"]["switch_after"] == chosen and e["total_rollouts"] <= 40 for e in payload["estimates"])
+    bad = CliRunner().invoke(app, ["estimate", "--method", "is", "--switch", "4"])
+    assert bad.exit_code != 0 and "--switch" in bad.output
+
+
 def test_evaluate_reference_override_is_for_the_auroc_suite_only(tmp_path):
     out = CliRunner().invoke(app, ["evaluate", "detection", "--reference", str(tmp_path), "--out", str(tmp_path)])
     assert out.exit_code != 0

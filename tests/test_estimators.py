@@ -10,7 +10,8 @@ from scipy.special import expit
 
 from tabular import TabularPath, TabularSource
 from tailscope.estimators import (
-    Estimate, clopper_pearson, fit_path, forecast, importance, lpe, mis, naive, zero_hit_upper_bound,
+    DEFAULT_GRID, Estimate, clopper_pearson, fit_path, forecast, importance, learn_shape, lpe, mis, naive,
+    zero_hit_upper_bound,
 )
 from tailscope.prompts import Prompt
 
@@ -116,6 +117,38 @@ def test_lpe_recovers_the_rate_on_a_log_linear_path():
     e = ests[0]
     assert e.total_rollouts <= 2000 and len(e.diagnostics["curve"]["rate"]) == 21
     assert e.interval[0] < e.rate < e.interval[1]
+
+
+def _shaped_curves(c0, c1, alphas):
+    """log r(α) = c0 + c1 φ(α) + m(α) for a bending path (flat near 0, steep toward 1)."""
+    a = np.asarray(alphas)
+    m, phi = -12.0 * a**2, -3.0 * a
+    return np.array([x0 + x1 * phi + m for x0, x1 in zip(c0, c1)])
+
+
+def test_learn_shape_and_a_log_shape_fit_recover_a_shared_path():
+    grid = np.array(DEFAULT_GRID)
+    rng = np.random.default_rng(0)
+    calib = _shaped_curves(rng.uniform(-2, -0.5, 12), rng.uniform(0.5, 1.5, 12), grid)
+    shape = learn_shape(grid, calib)
+    assert shape.alphas[-1] == 1.0 and len(shape.mean) == len(grid) + 1
+    # a new prompt on the same family: expected counts at the path points give back its curve
+    truth = _shaped_curves([-1.0], [1.2], grid)[0]
+    n = np.full(len(grid), 1e7)
+    fit = fit_path(grid, n * np.exp(truth), n, "log-shape", shape=shape)
+    assert fit.log_rate(grid) == pytest.approx(truth, abs=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        fit_path(grid, n * np.exp(truth), n, "log-shape")
+
+
+def test_lpe_log_shape_needs_a_shape_and_falls_back_where_the_shape_fails():
+    p = TabularPath(vocab=4, length=2, shift=5.0, bad=1, seed=1, drift=0.0)
+    with pytest.raises(ValueError, match="learn_shape"):
+        lpe(TabularSource(p), PROMPT, 500, family="log-shape")
+    grid = np.array(DEFAULT_GRID)
+    wrong = learn_shape(grid, _shaped_curves([-1, -2, -1.5, -0.5], [0.5, 1.0, 1.5, 0.8], grid) * 3)
+    e = lpe(TabularSource(p), PROMPT, 4000, family="log-shape", shape=wrong, fit_points=6, bootstrap=50)
+    assert e.diagnostics["shape_test"]["rejected"] and e.diagnostics["fit"]["family"] == "log-quadratic"
 
 
 def test_lpe_without_enough_points_gives_the_monotone_bound():

@@ -22,7 +22,8 @@ def estimate(
     prompts: Optional[Path] = typer.Option(None, "--prompts", "-p"),
     judge: Optional[str] = typer.Option(None, "--judge", "-j", help="refusal | regex:PAT | contains:TEXT | hf:PATH | http:URL | python:mod:fn"),
     proposal: str = typer.Option("a=0", "--proposal", help="IS proposal, e.g. 'a=0', 'a=0;mix=0.5', 'a=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
-    calibration: int = typer.Option(4, "--calibration", help="With --proposal tune: prompts set aside (never scored) for the search."),
+    switch: Optional[str] = typer.Option(None, "--switch", help="MIS/LPE: draw only the first N reply tokens at each path point, the rest from the target; 'tune' picks N by the cross-entropy search on a calibration split."),
+    calibration: int = typer.Option(4, "--calibration", help="With --proposal tune or --switch tune: prompts set aside (never scored) for the search."),
     family: Optional[str] = typer.Option(None, "--family", help="LPE fit: log-quadratic (default, on the last 5 points with hits) | log-linear | logit-linear | logit-quadratic"),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="LPE/MIS walk: adaptive (MIS default) | frontier (LPE default) | fixed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
@@ -49,6 +50,8 @@ def estimate(
         raise fail(f"--schedule (={schedule!r}) must be one of ['adaptive', 'frontier', 'fixed']")
     if budget < 1:
         raise fail(f"--budget (={budget}) must be >= 1")
+    if switch is not None and (method not in {"mis", "lpe"} or not (switch == "tune" or switch.isdigit())):
+        raise fail(f"--switch (={switch!r}) takes a number of tokens or 'tune', with --method mis or lpe")
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
                      device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit)
@@ -59,11 +62,14 @@ def estimate(
         settings["schedule"] = schedule
     if method == "lpe" and family is not None:
         settings["family"] = family
+    if switch is not None and switch != "tune":
+        settings["switch_after"] = int(switch)
     store = open_store(run, runs_dir, inputs, "estimate")
     console.print(f"run [bold]{store.name}[/] ({store.path})")
     all_prompts = inputs.prompts
-    if method == "is" and proposal == "tune":
-        inputs.prompts = _tune(inputs, store, calibration, budget, settings)
+    tuning = (method == "is" and proposal == "tune") or switch == "tune"
+    if tuning:
+        inputs.prompts = _tune(inputs, store, calibration, budget, settings, method)
     estimates = []
     try:
         with progress_bar(f"{method}: prompts", len(inputs.prompts)) as advance:
@@ -76,7 +82,7 @@ def estimate(
     except NonFiniteLogitsError as e:
         raise fail(str(e)) from None
     _print_table(estimates, inputs.truth, inputs.prompts)
-    if method == "is" and proposal == "tune":
+    if tuning:
         settings = {**settings, "calibration_prompts": sorted({p.id for p in all_prompts} - {p.id for p in inputs.prompts})}
     payload = {"run": store.name, "method": method, "budget": budget, "settings": settings,
                "estimates": [e.to_dict() for e in estimates]}
@@ -96,10 +102,11 @@ def estimate(
     store.close()
 
 
-def _tune(inputs, store, calibration: int, budget: int, settings: dict):
-    """Set aside every k-th prompt for the proposal search; return the prompts left to score."""
+def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: str):
+    """Set aside every k-th prompt for the search (the IS proposal, or the path's switch point);
+    return the prompts left to score."""
     from ..estimators import StoreSource
-    from ..estimators.tuning import tune_proposal
+    from ..estimators.tuning import tune_proposal, tune_switch
     from ..prompts import PromptSet
 
     prompts = list(inputs.prompts)
@@ -107,12 +114,17 @@ def _tune(inputs, store, calibration: int, budget: int, settings: dict):
         raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(prompts)})")
     step = len(prompts) // calibration
     held = prompts[::step][:calibration]
-    with console.status(f"searching proposals on {len(held)} calibration prompts"):
-        search = tune_proposal(StoreSource(store, inputs.sampler, inputs.judge), inputs.sampler.scorer(), held,
-                               per_prompt=max(50, budget // 2))
-    settings["proposal"] = search.proposal.key
-    console.print(f"proposal chosen on calibration prompts {[p.id for p in held]} "
-                  f"({search.rollouts} rollouts, not scored): [bold]{search.proposal.key}[/]")
+    source = StoreSource(store, inputs.sampler, inputs.judge)
+    with console.status(f"searching on {len(held)} calibration prompts"):
+        if method == "is":
+            search = tune_proposal(source, inputs.sampler.scorer(), held, per_prompt=max(50, budget // 2))
+            settings["proposal"] = chosen = search.proposal.key
+        else:
+            walk = {k: v for k, v in settings.items() if k == "schedule"}
+            search = tune_switch(source, inputs.sampler.scorer(), held, budget, **walk)
+            settings["switch_after"] = chosen = search.switch_after
+    console.print(f"{'proposal' if method == 'is' else 'switch point'} chosen on calibration prompts "
+                  f"{[p.id for p in held]} ({search.rollouts} rollouts, not scored): [bold]{chosen}[/]")
     return PromptSet([p for p in prompts if p not in held])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..prompts import Prompt
 from ._estimate import Estimate, clopper_pearson, zero_hit_upper_bound
 from ._source import LiveSource, Observation, RolloutSource, StoreSource, judge_text
-from .extrapolation import FAMILIES, PathFit, fit_path, lpe
+from .extrapolation import FAMILIES, PathFit, PathShape, fit_path, learn_shape, lpe
 from .forecast import TailForecast, forecast
 from .importance import importance
 from .mis import balance_heuristic, mis, monotone_upper_bound
@@ -26,8 +26,8 @@ def estimate(method: str, source: RolloutSource, prompt: Prompt, budget: int, **
 
 
 __all__ = sorted([
-    "DEFAULT_GRID", "Estimate", "FAMILIES", "LiveSource", "METHODS", "Observation", "PathFit", "PathPoint",
+    "DEFAULT_GRID", "Estimate", "FAMILIES", "LiveSource", "METHODS", "Observation", "PathFit", "PathPoint", "PathShape",
     "RolloutSource", "StoreSource", "TailForecast", "balance_heuristic", "clopper_pearson", "estimate",
-    "fit_path", "forecast", "importance", "judge_text", "lpe", "mis", "monotone_upper_bound", "naive",
+    "fit_path", "forecast", "importance", "judge_text", "learn_shape", "lpe", "mis", "monotone_upper_bound", "naive",
     "walk_path", "zero_hit_upper_bound",
 ])

@@ -1,21 +1,24 @@
 """Logit Path Extrapolation (LPE, METHODS.md §2).
 
 Measure the behaviour's rate r_j at path points α_j ∈ [0, 1) where it is common, fit a smooth
-trend by binomial likelihood — logit r(α) or log r(α) a low-degree polynomial in α — on the
-points where hits are seen, and evaluate it at α = 1. The interval is a parametric bootstrap of
-the fit: it covers the sampling noise of the points, not the error of the trend's shape, which the
-evaluation harness measures against ground truth.
+trend by binomial likelihood — logit r(α) or log r(α) a low-degree polynomial in α (the default:
+log-quadratic), or log r(α) = c0 + c1 φ(α) + m(α) with a path shape (m, φ) shared across prompts
+and learned from calibration prompts' path points (``log-shape``) — on the points where hits are
+seen, and evaluate it at α = 1. The interval is a parametric bootstrap of the fit: it covers the sampling noise of the
+points, not the error of the trend's shape (widened for ``log-shape`` by the shape's own measured
+error), which the evaluation harness measures against ground truth.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 from scipy.special import expit, log_expit
+from scipy.stats import chi2, norm
 
 from ..prompts import Prompt
 from ._estimate import Estimate
@@ -23,10 +26,67 @@ from ._source import RolloutSource
 from .mis import monotone_upper_bound
 from .schedule import DEFAULT_GRID, summarize, walk_path
 
-__all__ = ["FAMILIES", "PathFit", "fit_path", "lpe"]
+__all__ = ["FAMILIES", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe"]
 
-Family = Literal["log-linear", "logit-linear", "log-quadratic", "logit-quadratic"]
-FAMILIES: tuple[str, ...] = ("log-linear", "logit-linear", "log-quadratic", "logit-quadratic")
+Family = Literal["log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape"]
+FAMILIES: tuple[str, ...] = ("log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape")
+
+
+@dataclass(frozen=True)
+class PathShape:
+    """A shape of log r(α) shared across prompts: log r(α) = c0 + c1 φ(α) + m(α), per prompt (c0, c1).
+
+    ``mean`` (m) and ``pc`` (φ) are given at ``alphas`` (which end at α = 1) and interpolated
+    linearly between them. ``sd_per_alpha`` and ``sd_floor`` set the error of the shape itself, in
+    decades, added to the bootstrap interval: max(sd_floor, sd_per_alpha (0.9 − α_last)) for a fit
+    whose last point is α_last.
+    """
+
+    alphas: tuple[float, ...]
+    mean: tuple[float, ...]
+    pc: tuple[float, ...]
+    sd_per_alpha: float = 1.0
+    sd_floor: float = 0.05
+
+    def offset(self, alpha: np.ndarray | float) -> np.ndarray:
+        return np.interp(alpha, self.alphas, self.mean)
+
+    def basis(self, alpha: np.ndarray | float) -> np.ndarray:
+        return np.interp(alpha, self.alphas, self.pc)
+
+    def extrapolation_sd(self, alpha_last: float) -> float:
+        """The shape's own error of log r(1) (natural log) for a fit whose last point is ``alpha_last``."""
+        return math.log(10) * max(self.sd_floor, self.sd_per_alpha * (0.9 - alpha_last))
+
+
+def learn_shape(alphas: Sequence[float], log_rates: np.ndarray, **errors: float) -> PathShape:
+    """Learn a :class:`PathShape` from calibration prompts' path log-rates (prompts × ``alphas``, α < 1).
+
+    Only path points are used — what a user can measure on calibration prompts with a generous
+    budget, not the target's rate. m is the mean of the per-prompt-centred curves and φ their first
+    principal component; both are continued to α = 1 by repeating their last increment scaled by
+    the ratio of successive increments, whose excess over 1 is assumed to shrink geometrically.
+    """
+    a = np.asarray(alphas, dtype=float)
+    L = np.asarray(log_rates, dtype=float)
+    if L.ndim != 2 or L.shape[1] != len(a) or len(a) < 4 or L.shape[0] < 3 or a[-1] >= 1:
+        raise ValueError("`log_rates` must be prompts × alphas (at least 3 × 4), alphas in [0, 1)")
+    centred = L - L.mean(1, keepdims=True)
+    mean = centred.mean(0)
+    pc = np.linalg.svd(centred - mean, full_matrices=False)[2][0]
+    pc = pc * (1.0 if pc[-1] >= pc[0] else -1.0)
+    d = np.diff(L, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.nanmedian(d[:, 1:] / d[:, :-1], axis=0)
+    last, before = ratio[-1] - 1, ratio[-2] - 1
+    decay = min(max(last / before, 0.0), 1.0) if before else 1.0
+    step = (1 - a[-1]) / (a[-1] - a[-2])
+    grow = (1 + last * decay) * step
+
+    def extend(y: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(v) for v in np.r_[y, y[-1] + grow * (y[-1] - y[-2])])
+
+    return PathShape(tuple(float(x) for x in a) + (1.0,), extend(mean), extend(pc), **errors)
 
 
 @dataclass(frozen=True)
@@ -38,6 +98,7 @@ class PathFit:
     alphas: tuple[float, ...]
     hits: tuple[float, ...]
     n: tuple[int, ...]
+    shape: PathShape | None = None
 
     @property
     def link(self) -> str:
@@ -45,6 +106,8 @@ class PathFit:
 
     def eta(self, alpha: np.ndarray | float) -> np.ndarray:
         a = np.asarray(alpha, dtype=float)
+        if self.shape is not None:
+            return self.coef[0] + self.coef[1] * self.shape.basis(a) + self.shape.offset(a)
         return sum(c * a**d for d, c in enumerate(self.coef))
 
     def log_rate(self, alpha: np.ndarray | float) -> np.ndarray:
@@ -78,11 +141,12 @@ def _derivatives(eta: np.ndarray, k: np.ndarray, n: np.ndarray, link: str) -> tu
     return (n - k) * odds - k, np.maximum((n - k) * odds * (1 + odds), 1e-300)
 
 
-def _newton(X: np.ndarray, k: np.ndarray, n: np.ndarray, link: str, coef: np.ndarray) -> np.ndarray:
+def _newton(X: np.ndarray, k: np.ndarray, n: np.ndarray, link: str, coef: np.ndarray,
+            offset: np.ndarray | float = 0.0) -> np.ndarray:
     """Damped Newton on the binomial likelihood (a few small linear solves; the fit is convex in η)."""
-    value = _nll(X @ coef, k, n, link)
+    value = _nll(X @ coef + offset, k, n, link)
     for _ in range(100):
-        d1, d2 = _derivatives(X @ coef, k, n, link)
+        d1, d2 = _derivatives(X @ coef + offset, k, n, link)
         grad, hess = X.T @ d1, X.T @ (d2[:, None] * X)
         try:
             step = np.linalg.solve(hess + 1e-12 * np.eye(len(coef)), grad)
@@ -91,7 +155,7 @@ def _newton(X: np.ndarray, k: np.ndarray, n: np.ndarray, link: str, coef: np.nda
         t = 1.0
         while t > 1e-10:
             trial = coef - t * step
-            new = _nll(X @ trial, k, n, link)
+            new = _nll(X @ trial + offset, k, n, link)
             if new <= value:
                 break
             t /= 2
@@ -106,26 +170,34 @@ def _newton(X: np.ndarray, k: np.ndarray, n: np.ndarray, link: str, coef: np.nda
 
 def fit_path(
     alphas: Sequence[float], hits: Sequence[int], n: Sequence[int], family: Family = "log-linear",
-    start: np.ndarray | None = None,
+    start: np.ndarray | None = None, shape: PathShape | None = None,
 ) -> PathFit:
-    """Maximum-likelihood fit of a rate curve to binomial counts (hits of n) at path points."""
+    """Maximum-likelihood fit of a rate curve to binomial counts (hits of n) at path points.
+
+    ``log-shape`` fits log r(α) = c0 + c1 φ(α) + m(α) for the :class:`PathShape` ``shape``.
+    """
     if family not in FAMILIES:
         raise ValueError(f"`family` (={family!r}) must be one of {FAMILIES}")
-    link, shape = family.split("-")
-    degree = 1 if shape == "linear" else 2
+    link, form = family.split("-")
     a, k, m = (np.asarray(x, dtype=float) for x in (alphas, hits, n))
-    if len(a) < degree + 1:
-        raise ValueError(f"a {family} fit needs at least {degree + 1} points, got {len(a)}")
-    X = np.vander(a, degree + 1, increasing=True)
-    if start is None or not math.isfinite(_nll(X @ start, k, m, link)):
+    if form == "shape":
+        if shape is None:
+            raise ValueError("a log-shape fit needs `shape` (a PathShape, e.g. from learn_shape)")
+        X, offset = np.column_stack([np.ones_like(a), shape.basis(a)]), shape.offset(a)
+    else:
+        shape, degree = None, 1 if form == "linear" else 2
+        X, offset = np.vander(a, degree + 1, increasing=True), np.zeros_like(a)
+    if len(a) < X.shape[1]:
+        raise ValueError(f"a {family} fit needs at least {X.shape[1]} points, got {len(a)}")
+    if start is None or not math.isfinite(_nll(X @ start + offset, k, m, link)):
         p = (k + 0.5) / (m + 1.0)
-        y = np.log(p / (1 - p)) if link == "logit" else np.log(p)
+        y = (np.log(p / (1 - p)) if link == "logit" else np.log(p)) - offset
         start = np.linalg.lstsq(X * np.sqrt(m)[:, None], y * np.sqrt(m), rcond=None)[0]
         if link == "log":
-            start[0] -= max(0.0, float((X @ start).max())) + 1e-3  # start inside η < 0
-    coef = _newton(X, k, m, link, np.asarray(start, dtype=float))
+            start[0] -= max(0.0, float((X @ start + offset).max())) + 1e-3  # start inside η < 0
+    coef = _newton(X, k, m, link, np.asarray(start, dtype=float), offset)
     return PathFit(family, tuple(float(c) for c in coef), tuple(a.tolist()), tuple(float(x) for x in k),
-                   tuple(int(x) for x in m))
+                   tuple(int(x) for x in m), shape)
 
 
 def lpe(
@@ -138,6 +210,8 @@ def lpe(
     schedule: str = "frontier",
     min_fit_hits: int = 1,
     fit_points: int | None = 5,
+    shape: PathShape | None = None,
+    shape_check: float | None = 0.01,
     bootstrap: int = 400,
     confidence: float = 0.95,
     seed: int = 0,
@@ -146,22 +220,31 @@ def lpe(
     """Logit Path Extrapolation of the target's rate from rollouts at α ∈ [0, 1).
 
     Args:
-        family: the fitted trend (``log-quadratic`` by default; see the comparison in docs/estimators.md).
+        family: the fitted trend (``log-quadratic`` by default; ``log-shape`` fits a shape shared
+            across prompts, ``shape``; see the comparison in docs/estimators.md).
         min_fit_hits: fit only points with at least this many hits (0 fits every point).
         fit_points: fit only the last this many of those points (the ones nearest α = 1, where the
             trend that is extrapolated lives); None fits all of them.
-        bootstrap: parametric bootstrap resamples for the interval.
+        bootstrap: parametric bootstrap resamples for the interval (``log-shape`` widens it by the
+            shape's own error, :meth:`PathShape.extrapolation_sd`).
+        shape: the :class:`PathShape` of ``log-shape``, learned on calibration prompts of the same
+            pair (:func:`learn_shape`); required for that family.
+        shape_check: level of the likelihood-ratio test of the shape against a log-quadratic on the
+            same points; where it rejects, the log-quadratic on the last 5 points is used (None: never).
 
     With fewer fit points than the family needs, the estimate is the monotone upper bound.
     """
     if budget < 1:
         raise ValueError(f"`budget` (={budget}) must be >= 1")
+    if family == "log-shape" and shape is None:
+        raise ValueError("family='log-shape' needs `shape`: learn one with learn_shape() on calibration prompts")
     points = walk_path(source, prompt, budget, grid=grid, schedule=schedule, **walk)
     walked = summarize(points)
     spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "family": family, "grid": list(grid), "schedule": schedule,
-                "min_fit_hits": min_fit_hits, "fit_points": fit_points, "bootstrap": bootstrap, **walk}
-    needed = 2 if family.endswith("linear") else 3
+                "min_fit_hits": min_fit_hits, "fit_points": fit_points, "shape_check": shape_check,
+                "bootstrap": bootstrap, **walk}
+    needed = 2 if family.endswith(("linear", "shape")) else 3
     used = [p for p in points if p.n and p.hits >= min_fit_hits]
     if fit_points is not None:
         used = used[-max(fit_points, needed):]
@@ -173,7 +256,18 @@ def lpe(
     a = [p.alpha for p in used]
     k = [p.hits for p in used]
     n = [p.n for p in used]
-    fit = fit_path(a, k, n, family)
+    fit = fit_path(a, k, n, family, shape=shape)
+    shape_test = None
+    if family == "log-shape" and shape_check and len(used) >= 3:
+        # the shared shape must describe this prompt's points: a likelihood-ratio test against a
+        # log-quadratic on the same points (one parameter more); if it fails, fit that family instead
+        ka, na, quad = np.array(k, float), np.array(n, float), fit_path(a, k, n, "log-quadratic")
+        stat = 2 * (_nll(fit.eta(np.array(a)), ka, na, "log") - _nll(quad.eta(np.array(a)), ka, na, "log"))
+        shape_test = {"statistic": float(stat), "rejected": bool(stat > chi2.ppf(1 - shape_check, 1))}
+        if shape_test["rejected"]:
+            family, needed, used = "log-quadratic", 3, used[-5:]
+            a, k, n = [p.alpha for p in used], [p.hits for p in used], [p.n for p in used]
+            fit = fit_path(a, k, n, family)
     # in logs throughout (a quadratic trend can fall below the smallest float); a rate along a
     # path that falls toward α = 1 is at most the monotone bound, so a trend turning up is cut there
     cap = math.log(bound) if bound > 0 else -math.inf
@@ -187,18 +281,23 @@ def lpe(
         keep = kb >= max(min_fit_hits, 0)
         if keep.sum() < needed:
             continue
-        fb = fit_path(np.array(a)[keep], kb[keep], np.array(n)[keep], family, start=np.array(fit.coef))
+        fb = fit_path(np.array(a)[keep], kb[keep], np.array(n)[keep], family, start=np.array(fit.coef), shape=shape)
         draws.append(min(float(fb.log_rate(1.0)), cap))
     tail = (1 - confidence) / 2
     if len(draws) >= 20:
         lo, hi = np.quantile(draws, [tail, 1 - tail])
+        if fit.shape is not None:  # the shape's own error, in quadrature with the sampling noise
+            z, sd = float(norm.ppf(1 - tail)), fit.shape.extrapolation_sd(a[-1])
+            lo = log_rate - math.hypot(max(log_rate - lo, 0.0), z * sd)
+            hi = min(log_rate + math.hypot(max(hi - log_rate, 0.0), z * sd), max(cap, log_rate))
         interval = (float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))))
     else:
         interval = (0.0, bound)
     curve_alphas = np.linspace(min(a), 1, 21)  # the fitted range and its extrapolation, not before it
     diagnostics = {
-        "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n},
+        "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n,
+                                   "shape": asdict(fit.shape) if fit.shape is not None else None},
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
-        "bootstrap_used": len(draws), "monotone_bound": bound,
+        "bootstrap_used": len(draws), "monotone_bound": bound, "shape_test": shape_test,
     }
     return Estimate("lpe", prompt.id, rate, interval, confidence, spent, hits, failed, False, settings, diagnostics)

@@ -113,7 +113,8 @@ def run_auroc_experiment(
         held = calibration_split(organism.prompts, keep, calibration_prompts, seed)
         if progress:
             progress(f"tuning on {len(held)} calibration prompts", 0, 1)
-        methods, exp.calibration = resolve_tuned(methods, source, sampler.scorer(), held, max(budgets))
+        methods, exp.calibration = resolve_tuned(methods, source, sampler.scorer(), held, max(budgets),
+                                                 organism=organism, scored=keep)
     for name, spec in methods.items():
         spec = dict(spec)
         method = spec.pop("method")

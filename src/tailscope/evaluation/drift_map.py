@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import calibration_split, needs_tuning, resolve_tuned
 from .metrics import error_and_coverage, evenly_in_log_rate
 
 __all__ = ["MAP_METHODS", "MAP_VARIANTS", "pick_prompts", "plot_map", "run_map"]
@@ -33,7 +34,9 @@ MAP_VARIANTS = ("refusal-lowdrift", "refusal", "refusal-highdrift")
 MAP_METHODS = {
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
     "mis": {"method": "mis"},
+    "mis (switching, tuned)": {"method": "mis", "switch_after": "tune"},
     "lpe": {"method": "lpe"},
+    "lpe (shared shape, last 6)": {"method": "lpe", "family": "log-shape", "fit_points": 6, "shape": "learn"},
 }
 
 
@@ -73,7 +76,14 @@ def run_map(
             config = run_config(sampler, judge=judge, suite="map")
             with RunStore.open(f"eval-map-{name}-{length}", config, root=runs_dir) as store:
                 source = StoreSource(store, sampler, judge)
-                for label, spec in methods.items():
+                cell_methods, tuned = methods, {}
+                if needs_tuning(methods):  # per cell: the switch point depends on the reply length
+                    held = calibration_split(org.prompts, ids, 4, seed)
+                    if progress:
+                        progress(f"{name} · {length} tokens · tuning", 0, 1)
+                    cell_methods, tuned = resolve_tuned(methods, source, sampler.scorer(), held, budget,
+                                                        organism=org, scored=ids)
+                for label, spec in cell_methods.items():
                     spec = dict(spec)
                     method = spec.pop("method")
                     ests = []
@@ -92,6 +102,7 @@ def run_map(
                         "per_token_kl_harmless": measured.get("harmless", {}).get("per_token_kl"),
                         **stats, "within_factor_3_all": float(np.mean(within)),
                         "median_ess": float(np.median(ess)) if ess else None,
+                        "tuned": {k: v for k, v in tuned.get(label, {}).items() if k != "rounds"},
                         "rollouts_mean": float(np.mean([e.total_rollouts for e in ests])),
                         "estimates": [[e.prompt_id, e.rate, e.interval[0], e.interval[1], int(e.upper_bound_only), t]
                                       for e, t in zip(ests, truths)],
