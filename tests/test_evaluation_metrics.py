@@ -73,3 +73,42 @@ def test_map_picks_prompts_evenly_in_log_rate_and_resumes(tmp_path):
     for cell in first["cells"]:
         assert cell["prompts"] == 2 and cell["rollouts_mean"] <= 40
         assert cell["per_token_kl_harmless"] > 0
+
+
+def test_calibration_split_never_holds_a_scored_prompt():
+    from tailscope.evaluation.calibration import calibration_split
+    from tailscope.prompts import Prompt
+
+    prompts = [Prompt(f"p{i}", text=f"t{i}") for i in range(20)]
+    scored = [f"p{i}" for i in range(0, 20, 2)]
+    held = calibration_split(prompts, scored, 4, seed=1)
+    assert len(held) == 4 and not {p.id for p in held} & set(scored)
+    assert held == calibration_split(prompts, scored, 4, seed=1)
+    with pytest.raises(ValueError, match="unscored"):
+        calibration_split(prompts, scored, 11)
+
+
+def test_shape_learned_on_unscored_prompts_extrapolates_the_scored_ones():
+    """The shared path shape of the refusal organism, learned from other prompts' path points
+    (α ≤ 0.9 only), carries exact path rates from α = 0.4..0.9 to the target's rate."""
+    from tailscope.estimators import fit_path
+    from tailscope.evaluation.calibration import learn_path_shape, resolve_tuned
+    from tailscope.evaluation.drift_map import pick_prompts
+    from tailscope.organisms import list_organisms, load
+
+    if "refusal" not in list_organisms():
+        pytest.skip("the refusal organism is not built")
+    org = load("refusal")
+    ids = pick_prompts(org, 10)
+    shape, calibration = learn_path_shape(org, ids)
+    assert len(calibration) >= 3 and not set(calibration) & set(ids)
+    alphas, n = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], np.full(6, 1e6)
+    errors = []
+    for pid in ids:
+        path = org.ground_truth[pid]["alpha_rates"]
+        fit = fit_path(alphas, n * np.array([path[f"{a:g}"] for a in alphas]), n, "log-shape", shape=shape)
+        errors.append(abs(float(fit.log_rate(1.0)) / math.log(10) - math.log10(org.rate(pid))))
+    assert np.median(errors) < 0.25 and max(errors) < 0.5
+    specs, record = resolve_tuned({"lpe": {"method": "lpe", "family": "log-shape", "shape": "learn"}}, None, None,
+                                  [], 100, organism=org, scored=ids)
+    assert specs["lpe"]["shape"] == shape and record["lpe"]["calibration_prompts"] == calibration
