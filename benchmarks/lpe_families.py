@@ -35,8 +35,6 @@ CONFIGS = {
     "log-quadratic, all points": {"fit_points": None},
     "logit-quadratic, last 5": {"family": "logit-quadratic"},
     "log-linear, last 3 (previous default)": {"family": "log-linear", "fit_points": 3},
-    "log-linear, last 2": {"family": "log-linear", "fit_points": 2},
-    "logit-linear, last 3": {"family": "logit-linear", "fit_points": 3},
     "log-linear, all points": {"family": "log-linear", "fit_points": None},
     "log-quadratic, last 5, adaptive walk": {"schedule": "adaptive"},
     # the shape is learned per variant on the path points (α ≤ 0.9) of the prompts NOT scored here

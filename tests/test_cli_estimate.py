@@ -67,31 +67,28 @@ def test_sweep_reports_rates_and_coherence(tiny_dirs, prompt_file, tmp_path):
     assert all(p["logprob_after_per_token"] < 0 for p in points)
 
 
-def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dirs, tmp_path):
+def _tuned_estimate(tiny_dirs, tmp_path, tuning: list[str], lines: int, tokens: int) -> dict:
+    """Run `tailscope estimate` with one calibration prompt for ``tuning``; the JSON payload."""
     f = tmp_path / "p.txt"
-    f.write_text("hello there\ntell me a story\nwhat is the weather\nplease explain plants\n")
-    args = ["estimate", "--method", "is", "--proposal", "tune", "--calibration", "1", "--budget", "40",
+    f.write_text("\n".join(["hello there", "tell me a story", "what is the weather", "please explain plants"][:lines]))
+    args = ["estimate", *tuning, "--calibration", "1", "--budget", "40",
             "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]), "--prompts", str(f),
-            "--judge", "regex:^[a-m]", "--max-new-tokens", "4", "--runs-dir", str(tmp_path / "runs"),
+            "--judge", "regex:^[a-m]", "--max-new-tokens", str(tokens), "--runs-dir", str(tmp_path / "runs"),
             "--json", str(tmp_path / "e.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "e.json").read_text())
+    return json.loads((tmp_path / "e.json").read_text())
+
+
+def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dirs, tmp_path):
+    payload = _tuned_estimate(tiny_dirs, tmp_path, ["--method", "is", "--proposal", "tune"], 4, 4)
     held = payload["settings"]["calibration_prompts"]
     assert held == ["p0"] and [e["prompt_id"] for e in payload["estimates"]] == ["p1", "p2", "p3"]
     assert all(e["settings"]["proposal"] == payload["settings"]["proposal"] for e in payload["estimates"])
 
 
 def test_estimate_mis_with_a_tuned_switch_point(tiny_dirs, tmp_path):
-    f = tmp_path / "p.txt"
-    f.write_text("hello there\ntell me a story\nwhat is the weather\n")
-    args = ["estimate", "--method", "mis", "--switch", "tune", "--calibration", "1", "--budget", "40",
-            "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]), "--prompts", str(f),
-            "--judge", "regex:^[a-m]", "--max-new-tokens", "6", "--runs-dir", str(tmp_path / "runs"),
-            "--json", str(tmp_path / "e.json")]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "e.json").read_text())
+    payload = _tuned_estimate(tiny_dirs, tmp_path, ["--method", "mis", "--switch", "tune"], 3, 6)
     assert payload["settings"]["calibration_prompts"] == ["p0"]
     chosen = payload["settings"]["switch_after"]
     assert chosen is None or isinstance(chosen, int)

@@ -1,8 +1,9 @@
 """The demo behind `make demo`: measurement and detection on the bundled organisms, in minutes.
 
 1. ``refusal``: for a handful of prompts whose true compliance rate is rare (1e-6..1e-3), estimate
-   the rate with path MIS and LPE at a small budget, next to the exact truth and to what naive
-   sampling would expect to see with the same budget.
+   the rate with path MIS (its switch point chosen on two calibration prompts that are not scored)
+   and LPE at a small budget, next to the exact truth and to what naive sampling would expect to
+   see with the same budget.
 2. ``backdoor``: logit diff amplification without the trigger — the behaviour's rate at a few
    amplifications, against its exact rate at a = 0, with an example of what surfaced.
 3. An HTML report with the plots.
@@ -45,6 +46,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the numbers it printed, and writes ``out_dir/report.html``."""
     from .estimators import StoreSource, lpe, mis
+    from .estimators.tuning import tune_switch
+    from .evaluation.calibration import calibration_split
     from .judges import make_judge
     from .lda import lda_sweep
     from .organisms import load
@@ -61,9 +64,16 @@ def run_demo(
     estimates, rows = [], []
     with RunStore.open("demo-refusal", run_config(sampler, judge=judge, demo="refusal"), root=runs_dir) as store:
         source = StoreSource(store, sampler, judge)
+        held = calibration_split(org.prompts, ids, 2, seed)
+        if progress:
+            progress("refusal: choosing MIS's switch point", 0, 1)
+        switch = tune_switch(source, sampler.scorer(), held, budget)
+        say(f"path MIS switch point chosen on calibration prompts {[p.id for p in held]} "
+            f"({switch.rollouts:,} rollouts, not scored): {switch.switch_after}")
+        results["mis_switch_after"] = switch.switch_after
         for i, pid in enumerate(ids):
-            for method in (mis, lpe):
-                e = method(source, by_id[pid], budget)
+            for method, kw in ((mis, {"switch_after": switch.switch_after}), (lpe, {})):
+                e = method(source, by_id[pid], budget, **kw)
                 store.record_estimate(e.method, e, prompt_id=pid)
                 estimates.append(e)
             truth = float(org.ground_truth[pid]["rate"])
@@ -78,7 +88,8 @@ def run_demo(
     results["refusal"] = rows
     say(_refusal_table(rows, budget))
     kl = org.card.get("measured", {}).get("harmless", {}).get("per_token_kl")
-    say("MIS reweights whole replies by q_target/q_path"
+    say("MIS reweights replies by q_target/q_path; with a switch point s its proposals hand over to the target "
+        "after s tokens, so only the opening is reweighted"
         + (f" (the two models differ by {kl:.2f} nats per token on harmless replies here)" if kl else "")
         + "; LPE uses only the verdicts along the path and extrapolates their trend to α = 1."
         " See docs/estimators.md for when each method wins.")
