@@ -55,11 +55,12 @@ def auroc_table(data: dict) -> str:
             low = sav.get(f"saving_vs_naive_{ref}_is_lower_bound")
             if low is None:  # results written before the flag existed
                 low = sav[f"budget_matching_naive_{ref}"] <= min(data["budgets"])
-            return ("≥ " if low else "") + f"{sav[f'saving_vs_naive_{ref}']:.3g}×"
+            x = sav[f"saving_vs_naive_{ref}"]
+            return ("≥ " if low else "") + (f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×")
 
         def budget(ref: int) -> str:
             b = sav[f"budget_matching_naive_{ref}"]
-            return "–" if b is None else ("≤ " if b <= min(data["budgets"]) else "") + _fmt(b)
+            return "–" if b is None else ("≤ " if b <= min(data["budgets"]) else "") + f"{b:,.0f}"
 
         rows.append(f"| {name} | | " + " | ".join(_fmt(by_budget[str(b)]["auroc"]) if str(b) in by_budget else "–"
                                               for b in data["budgets"]) +
