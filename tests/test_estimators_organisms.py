@@ -103,3 +103,19 @@ def test_lpe_and_mis_on_rare_prompts(refusal):
             errs[name].append(math.inf if e.upper_bound_only else abs(math.log10(e.rate / truth)))
     for name, values in errs.items():
         assert np.median(values) < 1.0, (name, values)
+
+
+@needs_refusal
+def test_switching_mis_on_rare_prompts(refusal):
+    """Switching proposals reweight only the reply's opening, where this organism's behaviour is
+    decided: at 1,000 rollouts most rates between 1e-6 and 1e-4 come back within a factor of 3,
+    inside their intervals."""
+    cases = _prompts_between(refusal, 1e-6, 1e-4, 4)
+    errs, covers = [], []
+    for prompt, truth in cases:
+        e = mis(_source(refusal, 1), prompt, 1000, switch_after=4)
+        assert e.total_rollouts <= 1000 and all(k.endswith(";switch=4") for k in e.rollouts)
+        errs.append(math.inf if e.upper_bound_only else abs(math.log10(e.rate / truth)))
+        covers.append(e.covers(truth))
+    assert np.mean(np.array(errs) < math.log10(3)) >= 0.75, errs
+    assert np.mean(covers) >= 0.75, covers
