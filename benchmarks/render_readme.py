@@ -191,6 +191,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "detection": (("detection.json", "detection_fast.json"), detection_table),
     "lowprob-forward": (("lowprob_forward.json",), lowprob_forward_table),
     "map": (("map.json", "map_fast.json"), map_table),
+    "map-fast": (("map_fast.json",), map_table),
     "lpe-families": (("lpe_families.json",), lpe_families_table),
 }
 
