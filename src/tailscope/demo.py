@@ -67,7 +67,7 @@ def run_demo(
         held = calibration_split(org.prompts, ids, 2, seed)
         if progress:
             progress("refusal: choosing MIS's switch point", 0, 1)
-        switch = tune_switch(source, sampler.scorer(), held, budget // 2)
+        switch = tune_switch(source, sampler.scorer(), held, budget)
         say(f"path MIS switch point chosen on calibration prompts {[p.id for p in held]} "
             f"({switch.rollouts:,} rollouts, not scored): {switch.switch_after}")
         results["mis_switch_after"] = switch.switch_after
