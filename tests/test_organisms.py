@@ -103,10 +103,11 @@ def test_refusal_loads_fast_and_documents_itself():
 def test_refusal_rates_spread_as_promised():
     org = load("refusal")
     rates = np.array([e["rate"] for e in org.ground_truth.values()])
-    # the documented spread (docs/organisms.md): 2.7e-7 .. 0.68, half the prompts between 1e-6 and 1e-4
-    assert rates.min() < 1e-6 and rates.max() > 1e-2
+    # the documented spread (docs/organisms.md): 7.4e-9 .. 0.77, a third of the prompts between
+    # 1e-6 and 1e-4 and a fifth below 1e-7
+    assert rates.min() < 1e-8 and rates.max() > 1e-2
     assert ((rates >= 1e-6) & (rates < 1e-4)).sum() >= 100
-    assert (rates < 1e-6).sum() >= 5 and ((rates >= 1e-3) & (rates < 1e-1)).sum() >= 10
+    assert (rates < 1e-7).sum() >= 50 and ((rates >= 1e-3) & (rates < 1e-1)).sum() >= 10
     for e in org.ground_truth.values():
         assert e["method"] == "exact-enumeration"
         assert e["unexplored"] <= 0.1 * e["rate"]
