@@ -113,8 +113,8 @@ def test_switching_mis_on_rare_prompts(refusal):
     cases = _prompts_between(refusal, 1e-6, 1e-4, 4)
     errs, covers = [], []
     for prompt, truth in cases:
-        e = mis(_source(refusal, 1), prompt, 1000, switch_after=4)
-        assert e.total_rollouts <= 1000 and all(k.endswith(";switch=4") for k in e.rollouts)
+        e = mis(_source(refusal, 1), prompt, 1000, switch_after=8)
+        assert e.total_rollouts <= 1000 and all(k.endswith(";switch=8") for k in e.rollouts)
         errs.append(math.inf if e.upper_bound_only else abs(math.log10(e.rate / truth)))
         covers.append(e.covers(truth))
     assert np.mean(np.array(errs) < math.log10(3)) >= 0.75, errs
