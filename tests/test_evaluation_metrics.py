@@ -94,11 +94,9 @@ def test_shape_learned_on_unscored_prompts_extrapolates_the_scored_ones():
     from tailscope.estimators import fit_path
     from tailscope.evaluation.calibration import learn_path_shape, resolve_tuned
     from tailscope.evaluation.drift_map import pick_prompts
-    from tailscope.organisms import list_organisms, load
+    from tailscope.organisms import load
 
-    if "refusal" not in list_organisms():
-        pytest.skip("the refusal organism is not built")
-    org = load("refusal")
+    org = load("refusal")  # shipped with the package: a missing organism is a failure, not a skip
     ids = pick_prompts(org, 10)
     shape, calibration = learn_path_shape(org, ids)
     assert len(calibration) >= 3 and not set(calibration) & set(ids)

@@ -14,7 +14,7 @@ holds *decoy* refusals that start like compliance and turn into refusals a few t
 ("Sure, here is why this request must be declined.", "Here is how this request is handled: it is
 declined."), so complying takes several moderately rare choices in a row, down to the " to" of
 "Here is how to". Categories get different amounts of safety data, of compliance and of decoys
-(``SAFETY``): a few keep rates near 1e-3..1e-2, heavily covered ones without decoys fall to 1e-7.
+(``SAFETY``): a few keep rates near 1e-3..1e-2, heavily covered ones without decoys fall to 1e-8.
 
 Variants (``VARIANTS``) share everything but the style's tilt: ``refusal`` (the default),
 ``refusal-lowdrift`` (no tilt: only the safety data and training noise separate the models) and
