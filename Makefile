@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all test-integration bench clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/tailscope demo
 
+# the fast set (minutes); test-all adds the long statistical tests; CI runs both and the integration group
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow and not integration"
+
+test-all: setup
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: setup
+	$(PY) -m pytest -q -m integration
 
 # the fast benchmarks (minutes); `tailscope evaluate all` and `python benchmarks/bench_sampler.py` run the full ones
 bench: setup

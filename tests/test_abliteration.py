@@ -260,6 +260,7 @@ def smollm2():
     return load_model("smollm2")
 
 
+@pytest.mark.slow
 def test_smollm2_end_to_end(smollm2, tmp_path):
     lm = smollm2
     original = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}

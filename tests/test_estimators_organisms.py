@@ -18,6 +18,7 @@ from tailscope.sampling import PathSampler
 
 needs_refusal = pytest.mark.skipif("refusal" not in list_organisms(), reason="the refusal organism is not built")
 needs_backdoor = pytest.mark.skipif("backdoor" not in list_organisms(), reason="the backdoor organism is not built")
+pytestmark = pytest.mark.slow  # statistical checks on the organisms: make test-all
 
 SHORT = 12
 

@@ -55,6 +55,7 @@ def test_harness_scores_every_method_at_one_budget(benchmark, tmp_path):
     assert all(s["loss"] >= 0 and s["loss_affine"] >= 0 for s in scores.values())
 
 
+@pytest.mark.slow
 def test_cli_ground_truth_and_score(tmp_path):
     from tailscope.cli import app
 

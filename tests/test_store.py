@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tailscope.judges import PythonJudge, make_judge
+from tailscope.judges import JudgeBase, PythonJudge, make_judge
 from tailscope.path import Proposal
 from tailscope.prompts import Prompt
 from tailscope.sampling import PathSampler
@@ -306,3 +306,35 @@ def test_cli_lists_shows_and_exports_runs(tmp_path, sampler, prompts):
     assert table[1]["verdicts"][0]["judge"] == "refusal"
     bad = runner.invoke(app, ["runs", "export", "first", "--dir", str(tmp_path), "-f", "csv"])
     assert bad.exit_code == 2
+
+
+class _RecordingJudge(JudgeBase):  # flags nothing, remembers the request texts it was shown
+    description = "records the request text it is shown"
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[str] = []
+
+    @property
+    def spec(self) -> str:
+        return "recording"
+
+    def _judge_batch(self, items):
+        from tailscope.judges import Verdict
+
+        self.requests.extend(p for p, _ in items)
+        return [Verdict(False) for _ in items]
+
+
+def test_live_and_stored_rollouts_are_judged_on_the_same_request_text(tmp_path, sampler):
+    """A chat with no user turn: the store and the live source show the judge one text."""
+    from tailscope.estimators import LiveSource, StoreSource
+    from tailscope.rollout import judge_text
+
+    prompt = Prompt("sys-only", messages=(("system", "be brief"), ("assistant", "hello there")))
+    assert judge_text(prompt) == "be brief\nhello there"
+    live, stored = _RecordingJudge(), _RecordingJudge()
+    LiveSource(sampler, live).draw(prompt, Proposal(1.0), 3)
+    with RunStore.open("judged", run_config(sampler), root=tmp_path) as s:
+        StoreSource(s, sampler, stored).draw(prompt, Proposal(1.0), 3)
+    assert live.requests and set(live.requests) == set(stored.requests) == {"be brief\nhello there"}

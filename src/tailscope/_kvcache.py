@@ -1,4 +1,10 @@
-"""A KV cache that grows in place: the sampler's answer to O(length²) concatenation.
+"""The KV cache of the decoding loop: transformers' cache API, and a cache that grows in place.
+
+:func:`forward_step` and :func:`output_cache` speak the cache API of the installed transformers:
+the ``cache`` keyword and output field where the model has them (transformers ≥ 5.2x, where
+``past_key_values`` is deprecated and removed in 5.40), ``past_key_values`` before.
+
+:func:`preallocate` is the sampler's answer to O(length²) concatenation.
 
 transformers' ``DynamicLayer`` appends each step's keys and values with ``torch.cat``, copying the
 whole cache every token. After the prompt is prefilled, :func:`preallocate` moves each layer's
@@ -9,9 +15,36 @@ as they are.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 
-__all__ = ["preallocate"]
+__all__ = ["cache_keyword", "forward_step", "output_cache", "preallocate"]
+
+_KEYWORD: dict[type, str] = {}
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model.forward`` takes a KV cache: ``cache`` or ``past_key_values``."""
+    kind = type(model)
+    if kind not in _KEYWORD:
+        params = inspect.signature(model.forward).parameters
+        _KEYWORD[kind] = "cache" if "cache" in params else "past_key_values"
+    return _KEYWORD[kind]
+
+
+def forward_step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None):
+    """One forward pass with a KV cache: a prefill when ``cache`` is None, else a decode step."""
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
+    if cache is not None:
+        kwargs[cache_keyword(model)] = cache
+    return model(**kwargs)
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned, under either field name."""
+    return out["cache"] if "cache" in out.keys() else out["past_key_values"]
 
 try:  # transformers >= 4.56 keeps per-layer objects
     from transformers.cache_utils import DynamicLayer

@@ -19,108 +19,81 @@ The loop, per batch of rows:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from ._kvcache import preallocate
-from .models import ModelPair
-from .path import NonFiniteLogitsError, Proposal, check_finite, path_logprobs, proposal_logprobs, truncate
+from ._kvcache import forward_step, output_cache, preallocate
+from .models import LoadedModel, ModelPair
+from .path import NonFiniteLogitsError, check_finite, path_logprobs, proposal_logprobs, truncate
 from .prompts import Prompt
+from .rollout import FinishReason, Proposal, Rollout, SampleRequest, encode_prompt, rollout_key, uniforms
 
-__all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest"]
+__all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest", "StepView"]
 
-FinishReason = Literal["eos", "stop", "length"]
 _FINISH: tuple[FinishReason, ...] = ("length", "eos", "stop")
 
 
 @dataclass(frozen=True)
-class Rollout:
-    """One sampled completion and its exact log-probabilities (natural log, summed over tokens).
+class StepView:
+    """What one decoding step produced, for an ``on_step`` hook (streaming, live log-probabilities).
 
-    ``logprob`` is under the distribution actually sampled from (the proposal, after any
-    top-k/top-p truncation); ``logprob_reference`` and ``logprob_target`` are under q_0 and q_1
-    (untruncated, at the sampling temperature); ``logprob_grid`` maps each requested α to log q
-    under the proposal moved to α (:meth:`~tailscope.path.Proposal.moved`): log q_α itself for a
-    pure path point; for a switching or mixture proposal, the same shape at α.
-    The EOS token, when sampled, is part of ``token_ids`` and of every log-probability.
+    ``rows`` are the batch's request indices that drew a token at this step, ``tokens`` their
+    tokens, ``log_q`` the distribution each was drawn from, shape (len(rows), V). Read-only: the
+    loop reuses nothing from it, and a hook must not modify the tensors.
     """
 
-    prompt_id: str
-    proposal: str
-    seed_index: int
-    token_ids: tuple[int, ...]
-    text: str
-    finish_reason: FinishReason
-    logprob: float
-    logprob_reference: float
-    logprob_target: float
-    logprob_grid: dict[float, float] = field(default_factory=dict)
-
-    @property
-    def alpha(self) -> float:
-        return Proposal.parse(self.proposal).alpha
-
-    @property
-    def log_weight(self) -> float:
-        """log q_1(y) − log q_proposal(y): the importance weight toward the target."""
-        return self.logprob_target - self.logprob
-
-    def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["token_ids"] = list(self.token_ids)
-        d["logprob_grid"] = {f"{a:.10g}": v for a, v in self.logprob_grid.items()}
-        return d
+    step: int
+    rows: list[int]
+    tokens: torch.Tensor
+    log_q: torch.Tensor
 
 
-@dataclass(frozen=True)
-class SampleRequest:
-    """One rollout to draw: which prompt, which seed index."""
+class _ModelState:
+    """One model's side of the loop for the rows still decoding: its KV cache, attention mask and
+    next positions. ``prefill`` starts it from left-padded prompts, ``step`` feeds one token per row
+    and returns the next logits, ``keep`` drops finished rows."""
 
-    prompt: Prompt
-    seed_index: int
+    def __init__(self, lm: LoadedModel, vocab: int, cache: Any, mask: torch.Tensor, positions: torch.Tensor):
+        self.lm, self.vocab, self.cache, self.mask, self.positions = lm, vocab, cache, mask, positions
 
+    @classmethod
+    def prefill(cls, lm: LoadedModel, seqs: list[list[int]], rows: torch.Tensor, vocab: int, room: int,
+                device: torch.device) -> tuple[_ModelState, torch.Tensor]:
+        """Prefill each distinct prompt once (left-padded), then expand cache rows to the rollouts.
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective hash of uint64 (wraps modulo 2**64)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+        Returns the state and the first logits, float32 over the common vocabulary, (rows, V)."""
+        width = max(map(len, seqs))
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, device=device)
+            mask[i, width - len(s):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = forward_step(lm.model, ids, mask, positions)
+        cache = output_cache(out)
+        if len(seqs) > 1 or rows.numel() > 1:
+            cache.batch_select_indices(rows)
+        preallocate(cache, room)
+        logits = out.logits[:, -1, :vocab].float()[rows]
+        return cls(lm, vocab, cache, mask[rows], positions[rows, -1]), logits
 
+    def step(self, feed: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row, (rows,); the next logits, (rows, V)."""
+        self.mask = torch.cat([self.mask, torch.ones_like(feed).unsqueeze(-1)], -1)
+        self.positions = self.positions + 1
+        out = forward_step(self.lm.model, feed.unsqueeze(-1), self.mask, self.positions.unsqueeze(-1), self.cache)
+        return out.logits[:, -1, : self.vocab].float()
 
-def rollout_key(seed: int, proposal: Proposal, prompt_id: str, seed_index: int) -> int:
-    """The 64-bit stream key of one rollout; its uniforms depend on nothing else."""
-    digest = hashlib.blake2b(f"{seed}|{proposal.key}|{prompt_id}|{seed_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
-def uniforms(keys: np.ndarray, step: int) -> np.ndarray:
-    """53-bit uniforms in [0, 1), one per key, for one decoding step."""
-    with np.errstate(over="ignore"):
-        x = _mix64(keys + np.uint64(step + 1) * np.uint64(0x9E3779B97F4A7C15))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def encode_prompt(tokenizer, prompt: Prompt, chat: bool | None = None, *, which: str = "model") -> list[int]:
-    """Token ids of a prompt: chat messages through the tokenizer's chat template; a text prompt
-    through the template too when ``chat`` is true (None: when the tokenizer has a template), else raw."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    use_chat = chat if chat is not None else has_template
-    if prompt.messages is not None or use_chat:
-        if not has_template:
-            raise ValueError(f"prompt {prompt.id!r} is a chat but the {which} tokenizer has no chat template")
-        ids = tokenizer.apply_chat_template(prompt.chat(), add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-    else:
-        ids = tokenizer(prompt.text, add_special_tokens=True)["input_ids"]
-    if not ids:
-        raise ValueError(f"prompt {prompt.id!r} encodes to no tokens")
-    return list(map(int, ids))
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (indices into the current rows)."""
+        self.cache.batch_select_indices(rows)
+        self.mask, self.positions = self.mask[rows], self.positions[rows]
 
 
 class PathSampler:
@@ -216,53 +189,43 @@ class PathSampler:
 
     def iter_batches(
         self,
-        requests: Sequence[SampleRequest],
+        requests: Iterable[SampleRequest],
         proposal: Proposal | float | str = 1.0,
         *,
         logprob_grid: Sequence[float] = (),
         progress: Callable[[int], None] | None = None,
+        on_step: Callable[[StepView], None] | None = None,
     ) -> Iterator[list[Rollout]]:
-        """Yield rollouts a batch at a time (so a caller can store each batch as it lands)."""
+        """Yield rollouts a batch at a time (so a caller can store each batch as it lands).
+
+        ``requests`` may be any iterable; it is read one batch ahead, so a long stream of requests
+        never sits in memory. ``on_step`` sees every decoding step (:class:`StepView`).
+        """
         proposal = Proposal.parse(proposal)
         grid = tuple(float(a) for a in logprob_grid)
-        for start in range(0, len(requests), self.batch_size):
-            chunk = list(requests[start : start + self.batch_size])
-            batch = self._sample_batch(chunk, proposal, grid)
+        pending = iter(requests)
+        while chunk := list(itertools.islice(pending, self.batch_size)):
+            batch = self._sample_batch(chunk, proposal, grid, on_step)
             if progress is not None:
                 progress(len(batch))
             yield batch
 
-    def _prefill(self, which: Literal["reference", "target"], prompts: list[Prompt], rows: torch.Tensor):
-        """Prefill each distinct prompt once (left-padded), then expand cache rows to the rollouts."""
+    def _start(self, which: Literal["reference", "target"], prompts: list[Prompt], rows: torch.Tensor):
         lm = self.pair.reference if which == "reference" else self.pair.target
         seqs = [self.encode_prompt(p, which) for p in prompts]
-        width = max(map(len, seqs))
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        device = self.pair.device
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=device)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, device=device)
-            mask[i, width - len(s):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
-        if len(seqs) > 1 or rows.numel() > 1:
-            cache.batch_select_indices(rows)
-        preallocate(cache, self.max_new_tokens)
-        logits = out.logits[:, -1, : self.pair.vocab_size].float()[rows]
-        return cache, mask[rows], positions[rows, -1], logits
+        return _ModelState.prefill(lm, seqs, rows, self.pair.vocab_size, self.max_new_tokens, self.pair.device)
 
     @torch.no_grad()
-    def _sample_batch(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...]) -> list[Rollout]:
+    def _sample_batch(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...],
+                      on_step: Callable[[StepView], None] | None = None) -> list[Rollout]:
         device, T = self.pair.device, self.temperature
         distinct: dict[str, int] = {}
         for r in chunk:
             distinct.setdefault(r.prompt.content_hash, len(distinct))
         prompts = list({r.prompt.content_hash: r.prompt for r in chunk}.values())
         rows = torch.tensor([distinct[r.prompt.content_hash] for r in chunk], device=device)
-        cache_a, mask_a, pos_a, logits_a = self._prefill("reference", prompts, rows)
-        cache_b, mask_b, pos_b, logits_b = self._prefill("target", prompts, rows)
+        ref, logits_a = self._start("reference", prompts, rows)
+        tgt, logits_b = self._start("target", prompts, rows)
 
         n = len(chunk)
         keys = np.array([rollout_key(self.seed, proposal, r.prompt.id, r.seed_index) for r in chunk], dtype=np.uint64)
@@ -278,7 +241,8 @@ class PathSampler:
         active = torch.ones(n, dtype=torch.bool, device=device)  # per cache row
 
         for step in range(self.max_new_tokens):
-            log_a = torch.log_softmax(logits_a, dim=-1)  # (rows, V)
+            # both models' next-token log-probabilities, and the proposal's: (rows, V) each
+            log_a = torch.log_softmax(logits_a, dim=-1)
             log_b = torch.log_softmax(logits_b, dim=-1)
             q_a = path_logprobs(log_a, log_b, 0.0, T)
             q_b = path_logprobs(log_a, log_b, 1.0, T)
@@ -293,6 +257,7 @@ class PathSampler:
             nxt = nxt.clamp_(max=q.shape[-1] - 1)
             pick = nxt.unsqueeze(-1)
 
+            # add the drawn token's log-probability under the proposal, A, B and each grid proposal
             idx = live[active]
             lp[idx] += q.gather(-1, pick).squeeze(-1)[active].double()
             lp_a[idx] += q_a.gather(-1, pick).squeeze(-1)[active].double()
@@ -300,7 +265,10 @@ class PathSampler:
             for j, moved in enumerate(grid_proposals):
                 col = proposal_logprobs(log_a, log_b, moved, step, T, target=q_b).gather(-1, pick).squeeze(-1)
                 lp_grid[idx, j] += col[active].double()
+            if on_step is not None:
+                on_step(StepView(step, idx.tolist(), nxt[active], q[active]))
 
+            # record the token; stop rows at EOS or a stop string
             tokens[idx, step] = nxt[active]
             length[idx] += 1
             ended = torch.isin(nxt, self._eos) & active
@@ -318,18 +286,14 @@ class PathSampler:
 
             if remaining <= len(active) // 2:  # drop finished rows from both caches
                 keep = active.nonzero().flatten()
-                cache_a.batch_select_indices(keep)
-                cache_b.batch_select_indices(keep)
-                mask_a, mask_b, pos_a, pos_b = mask_a[keep], mask_b[keep], pos_a[keep], pos_b[keep]
+                ref.keep(keep)
+                tgt.keep(keep)
                 live, nxt, active = live[keep], nxt[keep], active[keep]
                 live_host = live.cpu().numpy()
 
-            feed = nxt.unsqueeze(-1)
-            ones = torch.ones_like(feed)
-            mask_a, mask_b = torch.cat([mask_a, ones], -1), torch.cat([mask_b, ones], -1)
-            pos_a, pos_b = pos_a + 1, pos_b + 1
-            logits_a = self._step(self.pair.reference.model, feed, mask_a, pos_a, cache_a)
-            logits_b = self._step(self.pair.target.model, feed, mask_b, pos_b, cache_b)
+            # feed the drawn token to both models
+            logits_a = ref.step(nxt)
+            logits_b = tgt.step(nxt)
 
         out = []
         tokens_host, length_host, finish_host = tokens.cpu().tolist(), length.cpu().tolist(), finish.cpu().tolist()
@@ -355,11 +319,6 @@ class PathSampler:
                         f"the {name} model produced non-finite logits at reply step {step} (proposal {proposal.key})"
                     ) from None
             raise
-
-    def _step(self, model, feed, mask, pos, cache) -> torch.Tensor:
-        out = model(input_ids=feed, attention_mask=mask, position_ids=pos.unsqueeze(-1),
-                    past_key_values=cache, use_cache=True)
-        return out.logits[:, -1, : self.pair.vocab_size].float()
 
     def _hit_stop(self, toks: list[int]) -> bool:
         tail = self.pair.tokenizer.decode(toks[-max(8, 2 * max(map(len, self.stop))):], skip_special_tokens=True)

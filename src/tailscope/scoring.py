@@ -15,7 +15,7 @@ import torch
 from .models import ModelPair
 from .path import Proposal, path_logprobs, proposal_logprobs
 from .prompts import Prompt
-from .sampling import Rollout, encode_prompt
+from .rollout import Rollout, encode_prompt
 
 __all__ = ["Scorer"]
 

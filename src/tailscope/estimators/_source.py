@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..path import Proposal
 from ..prompts import Prompt
-from ..sampling import PathSampler, Rollout
+from ..rollout import Proposal, Rollout, judge_text
+
+if TYPE_CHECKING:  # the sampler (and torch) only where rollouts are drawn
+    from ..sampling import PathSampler
 
 __all__ = ["LiveSource", "Observation", "RolloutSource", "StoreSource", "judge_text"]
 
@@ -30,14 +32,6 @@ class RolloutSource(Protocol):
     def draw(self, prompt: Prompt, proposal: Proposal, n: int, grid: Sequence[float] = ()) -> list[Observation]:
         """Judged rollouts with seed indices 0..n−1 at ``proposal``, each carrying log q_β for β in ``grid``."""
         ...
-
-
-def judge_text(prompt: Prompt) -> str:
-    """The prompt text a judge reads: the text, or the last user turn of a chat."""
-    if prompt.text is not None:
-        return prompt.text
-    users = [c for r, c in prompt.messages or () if r == "user"]
-    return users[-1] if users else prompt.messages[-1][1]  # type: ignore[index]
 
 
 class LiveSource:

@@ -53,7 +53,7 @@ def balance_heuristic(points: Sequence[PathPoint]) -> tuple[float, float, np.nda
                 g.append(0.0)
                 continue
             r = o.rollout
-            logs = np.array([r.logprob_grid[a] if a != 1.0 else r.logprob_target for a in alphas])
+            logs = np.array([r.grid_logprob(a) for a in alphas])
             log_mix = logsumexp(np.where(counts > 0, log_share + logs, -np.inf))
             g.append(math.exp(r.logprob_target - log_mix))
         g_arr = np.array(g)

@@ -21,7 +21,6 @@ The calibration prompts must not be the prompts later scored.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,15 +51,10 @@ class ProposalSearch:
 
 
 def candidate_log_q(per_token: np.ndarray, proposal: Proposal, alpha_column: int, target_column: int) -> float:
-    """log q_proposal(y) from per-token columns of log q_α (rows are reply positions)."""
-    lq_a, lq_1 = per_token[:, alpha_column], per_token[:, target_column]
-    steps = np.arange(len(lq_a))
-    if proposal.mixture:
-        lam = proposal.mixture
-        lq_a = np.logaddexp(lq_a + math.log(lam), lq_1 + math.log1p(-lam))
-    if proposal.switch_after is not None:
-        lq_a = np.where(steps < proposal.switch_after, lq_a, lq_1)
-    return float(lq_a.sum())
+    """log q_proposal(y) from per-token columns of log q_α (rows are reply positions), by
+    :meth:`Proposal.log_q` — the arithmetic the sampler draws with."""
+    steps = np.arange(per_token.shape[0])
+    return float(proposal.log_q(per_token[:, alpha_column], per_token[:, target_column], steps).sum())
 
 
 def tune_proposal(

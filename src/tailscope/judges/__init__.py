@@ -11,14 +11,12 @@ from ._base import (
     Verdict,
     content_hash,
     fill_template,
-    judge_kinds,
-    make_judge,
-    register_judge,
     split_options,
 )
 from ._hf import HFJudge
 from ._http import HttpJudge
 from ._python import PythonJudge
+from ._registry import judge_kinds, make_judge, register_judge
 from ._text import ContainsJudge, RefusalJudge, RegexJudge, normalize_reply, strip_reasoning
 
 __all__ = [

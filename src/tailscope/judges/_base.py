@@ -1,8 +1,9 @@
-"""The judge protocol, verdicts, the content-hash cache and the registry of judge kinds.
+"""The judge protocol, verdicts, the content-hash cache and spec options.
 
 A judge turns a batch of (prompt, completion) texts into one :class:`Verdict` each. Judges are
 named by a *spec* string, ``KIND`` or ``KIND:TARGET`` optionally followed by ``;key=value``
-options (``hf:./classifier;threshold=0.7``); :func:`make_judge` builds one from it.
+options (``hf:./classifier;threshold=0.7``); :func:`~tailscope.judges.make_judge` builds one
+from it (the registry is in :mod:`._registry`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -21,9 +22,6 @@ __all__ = [
     "Verdict",
     "content_hash",
     "fill_template",
-    "judge_kinds",
-    "make_judge",
-    "register_judge",
     "split_options",
 ]
 
@@ -152,32 +150,6 @@ class JudgeBase:
         return f"{type(self).__name__}({self.spec!r})"
 
 
-JudgeFactory = Callable[[str, str], Judge]
-_REGISTRY: dict[str, JudgeFactory] = {}
-
-
-def register_judge(kind: str) -> Callable[[JudgeFactory], JudgeFactory]:
-    """Register a factory ``(rest, spec) -> Judge`` for specs ``KIND[:TARGET][;k=v...]``.
-
-    ``rest`` is the spec after ``KIND:`` (split it with :func:`split_options`), ``spec`` the whole
-    spec for error messages. Classes work as factories through a ``from_spec(rest, spec)`` classmethod.
-    """
-
-    def wrap(factory):
-        if kind in _REGISTRY:
-            raise ValueError(f"a judge kind named {kind!r} is already registered")
-        _REGISTRY[kind] = getattr(factory, "from_spec", factory)
-        return factory
-
-    return wrap
-
-
-def judge_kinds() -> list[str]:
-    """The registered judge kinds, sorted."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
 def split_options(text: str, spec: str, *, allowed: Sequence[str]) -> tuple[str, dict[str, str]]:
     """Split ``TARGET;key=value;...`` into the target and its options, checked against ``allowed``."""
     target, *parts = text.split(";")
@@ -191,35 +163,3 @@ def split_options(text: str, spec: str, *, allowed: Sequence[str]) -> tuple[str,
             )
         options[key] = value.strip()
     return target.strip(), options
-
-
-def make_judge(spec: str) -> Judge:
-    """Build a judge from its spec.
-
-    Kinds: ``refusal``, ``regex:PATTERN``, ``contains:TEXT``, ``hf:PATH``, ``http:URL``,
-    ``python:module:function`` (see docs/judges.md for the options of each).
-
-    Raises:
-        JudgeSpecError: the spec names no known kind or its options are wrong.
-    """
-    _load_builtin()
-    if not isinstance(spec, str) or not spec.strip():
-        raise JudgeSpecError(f"empty judge spec {spec!r}; kinds: {', '.join(sorted(_REGISTRY))}")
-    kind, _, rest = spec.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind not in _REGISTRY:
-        kind_opts = kind.split(";")[0]
-        if kind_opts in _REGISTRY:
-            kind, rest = kind_opts, spec.strip()[len(kind_opts):]
-        else:
-            raise JudgeSpecError(f"unknown judge kind {kind!r} in spec {spec!r}; kinds: {', '.join(sorted(_REGISTRY))}")
-    try:
-        return _REGISTRY[kind](rest, spec)
-    except JudgeSpecError:
-        raise
-    except (ValueError, ImportError, OSError, AttributeError) as e:
-        raise JudgeSpecError(f"judge spec {spec!r}: {e}") from e
-
-
-def _load_builtin() -> None:
-    from . import _hf, _http, _python, _text  # noqa: F401  (importing registers the kinds)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, split_options
 
 __all__ = ["DEFAULT_YESNO_TEMPLATE", "HFJudge", "checkpoint_fingerprint"]
 
@@ -47,7 +47,6 @@ def _token_ids(tokenizer, variants: Sequence[str]) -> list[int]:
     return sorted(ids)
 
 
-@register_judge("hf")
 class HFJudge(JudgeBase):
     """A judge model on this machine.
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, fill_template, split_options
 from ._text import strip_reasoning
 
 __all__ = ["DEFAULT_SYSTEM", "DEFAULT_TEMPLATE", "HttpJudge", "parse_yes_no"]
@@ -44,7 +44,6 @@ def chat_url(url: str) -> str:
     return f"{url}/chat/completions" if url.endswith("/v1") else f"{url}/v1/chat/completions"
 
 
-@register_judge("http")
 class HttpJudge(JudgeBase):
     """Asks a chat model behind an OpenAI-compatible endpoint whether each completion is flagged.
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, split_options
 
 __all__ = ["PythonJudge", "load_object"]
 
@@ -57,7 +57,6 @@ def _to_verdict(value: Any, threshold: float) -> Verdict:
     raise TypeError(f"a judge function must return bool, a number or a Verdict, not {type(value).__name__}")
 
 
-@register_judge("python")
 class PythonJudge(JudgeBase):
     """A judge from any callable.
 

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from ._base import Item, JudgeBase, JudgeSpecError, Verdict, register_judge, split_options
+from ._base import Item, JudgeBase, JudgeSpecError, Verdict, split_options
 
 __all__ = ["ContainsJudge", "RefusalJudge", "RegexJudge", "normalize_reply", "strip_reasoning"]
 
@@ -58,7 +58,6 @@ def normalize_reply(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-@register_judge("refusal")
 class RefusalJudge(JudgeBase):
     """Flags a reply that does *not* refuse.
 
@@ -113,7 +112,6 @@ class RefusalJudge(JudgeBase):
         return [Verdict(flagged=not self.is_refusal(c)) for _, c in items]
 
 
-@register_judge("regex")
 class RegexJudge(JudgeBase):
     """Flags a completion in which a regular expression matches (``re.search``; inline flags such as
     ``(?i)`` work). The whole spec after ``regex:`` is the pattern, semicolons included."""
@@ -141,7 +139,6 @@ class RegexJudge(JudgeBase):
         return [Verdict(flagged=self._re.search(c) is not None) for _, c in items]
 
 
-@register_judge("contains")
 class ContainsJudge(JudgeBase):
     """Flags a completion containing a substring, case-sensitively (use ``regex:(?i)...`` otherwise).
     The whole spec after ``contains:`` is the text."""

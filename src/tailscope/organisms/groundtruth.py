@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._kvcache import cache_keyword, output_cache
 from ..models import ModelPair
 from ..path import path_logprobs
 from ..prompts import Prompt
@@ -101,7 +102,7 @@ class _Expander:
         with torch.no_grad():
             for lm in (pair.reference, pair.target):
                 out = lm.model(input_ids=ids, use_cache=True)
-                self.caches.append(out.past_key_values)
+                self.caches.append(output_cache(out))
                 self.first.append(torch.log_softmax(out.logits[:, -1, : pair.vocab_size].float(), -1))
 
     @torch.no_grad()
@@ -114,7 +115,8 @@ class _Expander:
             for k, lm in enumerate((self.pair.reference, self.pair.target)):
                 cache = copy.deepcopy(self.caches[k])
                 cache.batch_repeat_interleave(part.shape[0])
-                logits = lm.model(input_ids=part, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+                logits = lm.model(input_ids=part, use_cache=True, logits_to_keep=1,
+                                  **{cache_keyword(lm.model): cache}).logits
                 outs[k].append(torch.log_softmax(logits[:, -1, : self.pair.vocab_size].float(), -1))
         return torch.cat(outs[0]), torch.cat(outs[1])
 

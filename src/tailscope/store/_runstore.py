@@ -11,18 +11,23 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..judges import Judge, Verdict, content_hash
 from ..prompts import Prompt
-from ._config import ConfigMismatchError, RunStoreError, _json_roundtrip, _to_json, config_differences, is_informative, sampler_settings
+from ..rollout import Proposal, Rollout, SampleRequest, judge_text
+from ._config import (
+    ConfigMismatchError,
+    RunStoreError,
+    _json_roundtrip,
+    _to_json,
+    config_differences,
+    is_informative,
+    sampler_settings,
+)
 from ._db import connect, resolve_run, transaction
-
-if TYPE_CHECKING:  # torch is imported only where rollouts are built, so `tailscope runs list` stays fast
-    from ..path import Proposal
-    from ..sampling import Rollout
 
 __all__ = ["RunStore"]
 
@@ -31,17 +36,7 @@ _ROLLOUT_COLUMNS = ("id, prompt_id, proposal, seed_index, token_ids, text, finis
 
 
 def _proposal_key(proposal: Proposal | str | float) -> str:
-    from ..path import Proposal
-
     return Proposal.parse(proposal).key
-
-
-def _judge_prompt_text(prompt: Prompt) -> str:
-    """What a judge reads as the request: the text, or the last user turn of a chat."""
-    if prompt.text is not None:
-        return prompt.text
-    users = [c for r, c in prompt.messages or () if r == "user"]
-    return users[-1] if users else "\n".join(c for _, c in prompt.messages or ())
 
 
 def _prompt_record(p: Prompt) -> str:
@@ -210,8 +205,6 @@ class RunStore:
             grids.setdefault(rid, {})[alpha] = lp
         rows = self._conn.execute(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts r {clause} "
                                   "ORDER BY r.prompt_id, r.proposal, r.seed_index", args)
-        from ..sampling import Rollout
-
         return [Rollout(prompt_id=pid, proposal=prop, seed_index=si,
                         token_ids=tuple(np.frombuffer(tok, dtype="<i4").tolist()), text=text, finish_reason=fr,
                         logprob=lp, logprob_reference=lpa, logprob_target=lpb, logprob_grid=grids.get(rid, {}))
@@ -267,9 +260,6 @@ class RunStore:
         """
         if n < 0:
             raise ValueError(f"`n` (={n}) must be >= 0")
-        from ..path import Proposal
-        from ..sampling import SampleRequest
-
         proposal = Proposal.parse(proposal)
         grid = tuple(float(a) for a in logprob_grid)
         if len(set(grid)) != len(grid):
@@ -307,7 +297,6 @@ class RunStore:
         (:meth:`~tailscope.path.Proposal.moved`); α = 1 is the stored target log-probability, and
         for a pure path point α = 0 is the stored reference log-probability."""
         try:
-            from ..path import Proposal
             from ..scoring import Scorer
         except ImportError as e:
             raise RunStoreError(f"stored rollouts lack log-probabilities at some of α = {list(grid)} and "
@@ -319,15 +308,14 @@ class RunStore:
             by_proposal.setdefault(r.proposal, []).append(r)
         for key, group in by_proposal.items():
             proposal = Proposal.parse(key)
-            exact = {1.0: "logprob_target", **({0.0: "logprob_reference"} if proposal.is_pure else {})}
-            todo = [a for a in grid if a not in exact]
+            todo = [a for a in grid if proposal.recorded_field(a) is None]
             moved = [proposal.moved(a) for a in todo]
             for start in range(0, len(group), chunk):
                 part = group[start : start + chunk]
                 values = scorer.score_rollouts(prompts, part, (), moved) if todo else None
                 scored = []
                 for i, r in enumerate(part):
-                    new = {a: getattr(r, exact[a]) for a in grid if a in exact and a not in r.logprob_grid}
+                    new = {a: r.grid_logprob(a) for a in grid if a not in todo and a not in r.logprob_grid}
                     if values is not None:
                         new.update({a: float(values[i, j]) for j, a in enumerate(todo) if a not in r.logprob_grid})
                     scored.append(dataclasses.replace(r, logprob_grid=new))
@@ -382,7 +370,7 @@ class RunStore:
             raise ValueError(f"`batch_size` (={batch_size}) must be >= 1")
         fp = judge.fingerprint
         ids, verdicts = self._stored_verdicts(fp, rollouts)
-        texts = {pid: _judge_prompt_text(self._prompt(pid)) for pid in {r.prompt_id for r in rollouts}}
+        texts = {pid: judge_text(self._prompt(pid)) for pid in {r.prompt_id for r in rollouts}}
         items = [(texts[r.prompt_id], r.text) for r in rollouts]
         keys = [content_hash(*item) for item in items]
         with self._write() as conn:
