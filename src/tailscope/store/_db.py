@@ -113,6 +113,8 @@ def connect(path: Path, config: Mapping[str, Any] | None, *, readonly: bool, che
         raise RunStoreError(f"no run at {path} (runs in {path.parent}: {known})")
     if exists:
         _check_header(path)
+        if not readonly:
+            _refuse_foreign(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path, readonly)
     try:
@@ -131,6 +133,24 @@ def connect(path: Path, config: Mapping[str, Any] | None, *, readonly: bool, che
         conn.close()
         raise
     return conn, stored
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Look at an existing file read-only before opening it for writing: opening for writing switches
+    the file to WAL mode, which must never happen to somebody else's database."""
+    probe = _connect(path, readonly=True)
+    try:
+        tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return  # a run being created by another process right now
+        fmt = probe.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
+    except sqlite3.DatabaseError as e:
+        raise RunStoreError(f"{path} is corrupted or not a tailscope run store ({e})") from None
+    finally:
+        probe.close()
+    if fmt is None or fmt[0] != FORMAT:
+        raise RunStoreError(f"{path} is an SQLite database but not a tailscope run store (its tables: "
+                            f"{sorted(tables)}); it was left untouched: give another --run")
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:

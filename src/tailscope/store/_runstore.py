@@ -410,6 +410,25 @@ class RunStore:
                 [(rid, fp, key, None if v.flagged is None else int(v.flagged), v.score, v.error, now)
                  for rid, key, v in rows])
 
+    def examples(self, prompt_id: str, judge: Judge | str, k: int = 2) -> list[dict[str, Any]]:
+        """Up to ``k`` judged completions of a prompt for people to read: flagged ones first, then the
+        target's own (proposal ``a=1``), each as {proposal, seed_index, text, flagged}. ``judge`` is a
+        judge or the spec of one this run has used."""
+        if isinstance(judge, str):
+            row = self._conn.execute("SELECT fingerprint FROM judges WHERE spec = ?", (judge,)).fetchone()
+            if row is None:
+                return []
+            fingerprint = row[0]
+        else:
+            fingerprint = judge.fingerprint
+        rows = self._conn.execute(
+            "SELECT r.proposal, r.seed_index, r.text, v.flagged FROM verdicts v JOIN rollouts r ON r.id = v.rollout_id "
+            "WHERE v.judge = ? AND r.prompt_id = ? AND v.error IS NULL "
+            "ORDER BY v.flagged DESC, r.proposal = 'a=1' DESC, r.seed_index, r.proposal LIMIT ?",
+            (fingerprint, prompt_id, int(k)))
+        return [{"proposal": prop, "seed_index": si, "text": text, "flagged": bool(flagged)}
+                for prop, si, text, flagged in rows]
+
     # ------------------------------------------------------------------ estimates
     def record_estimate(self, name: str, estimate: Any, *, prompt_id: str | None = None) -> int:
         """Store an estimate (a dataclass or JSON-able mapping) under a name; returns its id."""
