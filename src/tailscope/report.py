@@ -10,11 +10,12 @@ import base64
 import html
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .estimators import Estimate, clopper_pearson
+from .estimators import Estimate, clopper_pearson, zero_hit_upper_bound
 
 __all__ = ["plot_estimates_vs_truth", "plot_path", "write_report"]
 
@@ -34,11 +35,14 @@ def plot_path(est: Estimate, out: Path, truth: float | None = None, alpha_truth:
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     pts = est.diagnostics.get("points", [])
     for p in pts:
-        if p["n"]:
-            lo, hi = clopper_pearson(p["hits"], p["n"])
-            r = max(p["hits"] / p["n"], 1e-12)
-            ax.errorbar([p["alpha"]], [r], yerr=[[max(0.0, r - max(lo, 1e-12))], [max(0.0, hi - r)]],
-                        fmt="o" if p["hits"] else "v", color="C0", ms=4, capsize=2)
+        if not p["n"]:
+            continue
+        lo, hi = clopper_pearson(p["hits"], p["n"])
+        if p["hits"]:
+            r = p["hits"] / p["n"]
+            ax.errorbar([p["alpha"]], [r], yerr=[[r - lo], [hi - r]], fmt="o", color="C0", ms=4, capsize=2)
+        else:  # no hits: only an upper bound, drawn where it is (a rate of 0 has no place on a log axis)
+            ax.plot([p["alpha"]], [zero_hit_upper_bound(p["n"])], "v", color="C0", ms=5, mfc="none")
     curve = est.diagnostics.get("curve")
     if curve:
         ax.plot(curve["alpha"], curve["rate"], "-", color="C1", label=f"fit ({est.settings.get('family', '')})")
@@ -113,10 +117,21 @@ def error_summary(estimates: Sequence[Estimate], truth: Mapping[str, float]) -> 
         cover.append(e.covers(t))
         if not e.upper_bound_only and e.rate > 0:
             errs.append(abs(math.log10(e.rate / t)))
-    errs.sort()
-    median = errs[len(errs) // 2] if errs else None
+    median = statistics.median(errs) if errs else None
     return {"prompts": len(cover), "with_point_estimate": len(errs), "median_abs_log10_error": median,
             "coverage": sum(cover) / len(cover) if cover else None}
+
+
+def _estimates_block(estimates: Sequence[Estimate], rows: Sequence[str], figures: Sequence[str]) -> str:
+    if not estimates:
+        return ""
+    level = int(100 * estimates[0].confidence)
+    return f"""<p>Each estimate is of the rate at which the target (α = 1) shows the behaviour, with its {level}%
+interval and the rollouts it cost. An estimate marked “&lt;” saw no hits and is an upper bound.</p>
+<table><tr><th>prompt</th><th>text</th><th>method</th><th>estimate [interval]</th><th>hits</th><th>rollouts</th>
+<th>truth</th><th>est/truth</th><th>completions (hits first)</th></tr>
+{''.join(rows)}</table>
+<h2>Plots</h2>{''.join(figures) or '<p>No plots: no path points or ground truth.</p>'}"""
 
 
 def write_report(
@@ -128,8 +143,16 @@ def write_report(
     alpha_truth: Mapping[str, Mapping[str, float]] | None = None,
     config: Mapping[str, Any] | None = None,
     max_path_plots: int = 24,
+    prompts: Mapping[str, str] | None = None,
+    examples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``report.html`` (self-contained), the PNGs and ``estimates.json`` into ``out_dir``."""
+    """Write ``report.html`` (self-contained), the PNGs and ``estimates.json`` into ``out_dir``.
+
+    ``prompts`` (text by prompt id) and ``examples`` (completions by prompt id, each with ``text`` and
+    ``flagged``) are shown beside each estimate; ``sections`` are further HTML blocks (a sweep, say)
+    placed before the run configuration.
+    """
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
     truth = dict(truth or {})
@@ -137,9 +160,13 @@ def write_report(
     for e in estimates:
         t = truth.get(e.prompt_id or "")
         err = "" if t is None or e.upper_bound_only or e.rate <= 0 or t <= 0 else f"{e.rate / t:.2g}×"
+        text = html.escape((prompts or {}).get(e.prompt_id or "", ""))
+        shown = "".join(f"<div class=ex>{'<b>hit</b> ' if x.get('flagged') else ''}{html.escape(x['text'][:300])}</div>"
+                        for x in (examples or {}).get(e.prompt_id or "", []))
         rows.append(
-            f"<tr><td>{html.escape(str(e.prompt_id))}</td><td>{e.method}</td><td>{html.escape(e.describe())}</td>"
-            f"<td>{e.hits}</td><td>{e.total_rollouts}</td><td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td></tr>"
+            f"<tr><td>{html.escape(str(e.prompt_id))}</td><td class=t>{text}</td><td>{e.method}</td>"
+            f"<td>{html.escape(e.describe())}</td><td>{e.hits}</td><td>{e.total_rollouts:,}</td>"
+            f"<td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td><td class=t>{shown}</td></tr>"
         )
     if truth:
         by_method: dict[str, list[Estimate]] = {}
@@ -161,13 +188,11 @@ def write_report(
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
-pre{{background:#f6f6f6;padding:8px;font-size:11px;max-height:300px;overflow:auto}}</style></head><body>
+pre{{background:#f6f6f6;padding:8px;font-size:11px;max-height:300px;overflow:auto}}
+td.t{{text-align:left;max-width:360px}}.ex{{font-family:monospace;font-size:11px;white-space:pre-wrap;margin:2px 0}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Each estimate is of the rate at which the target (α = 1) shows the behaviour, with its {int(100 * (estimates[0].confidence if estimates else 0.95))}%
-interval and the rollouts it cost. An estimate marked “&lt;” saw no hits and is an upper bound.</p>
-<table><tr><th>prompt</th><th>method</th><th>estimate [interval]</th><th>hits</th><th>rollouts</th><th>truth</th><th>est/truth</th></tr>
-{''.join(rows)}</table>
-<h2>Plots</h2>{''.join(figures) or '<p>No plots: no path points or ground truth.</p>'}
+{_estimates_block(estimates, rows, figures)}
+{''.join(sections)}
 <h2>Run configuration</h2><pre>{cfg}</pre></body></html>"""
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")
