@@ -195,10 +195,10 @@ def test_cli_dry_run_and_checkpoint_on_tiny_gpt2(tokenizer, tmp_path):
     harmless.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in HARMLESS[:8]))
     common = ["abliterate", "--model", str(tmp_path / "tiny-gpt2"), "--harmful", str(harmful),
               "--harmless", str(harmless), "--max-kl", "10", "--positions", "2"]
-    only = CliRunner().invoke(app, [*common, "--dry-run", "--json", "--layers", "1"])
+    only = CliRunner().invoke(app, [*common, "--dry-run", "--json", "-", "--layers", "1"])
     assert only.exit_code == 0, only.output
     assert {c["layer"] for c in json.loads(only.stdout)["candidates"]} == {1}
-    dry = CliRunner().invoke(app, [*common, "--dry-run", "--json"])
+    dry = CliRunner().invoke(app, [*common, "--dry-run", "--json", "-"])
     assert dry.exit_code == 0, dry.output
     card = json.loads(dry.stdout)
     assert card["dry_run"] and card["edited"] is None and card["num_layers"] == 3

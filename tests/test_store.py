@@ -280,18 +280,18 @@ def test_cli_lists_shows_and_exports_runs(tmp_path, sampler, prompts):
     assert [p.stem for p in list_runs(tmp_path)] == ["first", "junk"]
     runner = CliRunner()
 
-    listed = runner.invoke(app, ["runs", "list", "--dir", str(tmp_path), "--json"])
+    listed = runner.invoke(app, ["runs", "list", "--runs-dir", str(tmp_path), "--json", "-"])
     assert listed.exit_code == 0, listed.output
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows["first"]["rollouts"] == 3 and "not an SQLite database" in rows["junk"]["error"]
 
-    shown = runner.invoke(app, ["runs", "show", "first", "--dir", str(tmp_path)])
+    shown = runner.invoke(app, ["runs", "show", "first", "--runs-dir", str(tmp_path)])
     assert shown.exit_code == 0 and "a=0.5" in shown.stdout and "refusal" in shown.stdout
-    missing = runner.invoke(app, ["runs", "show", "nope", "--dir", str(tmp_path)])
+    missing = runner.invoke(app, ["runs", "show", "nope", "--runs-dir", str(tmp_path)])
     assert missing.exit_code == 2
 
     out = tmp_path / "first.jsonl"
-    done = runner.invoke(app, ["runs", "export", "first", "--dir", str(tmp_path), "--format", "jsonl", "-o", str(out)])
+    done = runner.invoke(app, ["runs", "export", "first", "--runs-dir", str(tmp_path), "--format", "jsonl", "-o", str(out)])
     assert done.exit_code == 0, done.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["seed_index"] for r in records] == [0, 1, 2]
@@ -304,7 +304,7 @@ def test_cli_lists_shows_and_exports_runs(tmp_path, sampler, prompts):
     table = pq.read_table(pq_path).to_pylist()
     assert table[1]["logprob"] == rollouts[1].logprob and dict(table[1]["logprob_grid"]) == rollouts[1].logprob_grid
     assert table[1]["verdicts"][0]["judge"] == "refusal"
-    bad = runner.invoke(app, ["runs", "export", "first", "--dir", str(tmp_path), "-f", "csv"])
+    bad = runner.invoke(app, ["runs", "export", "first", "--runs-dir", str(tmp_path), "-f", "csv"])
     assert bad.exit_code == 2
 
 

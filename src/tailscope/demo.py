@@ -30,6 +30,29 @@ def pick_prompts(ground_truth: dict[str, dict], k: int, low: float = 1e-6, high:
     return [inside[round(i * step)][1] for i in range(k)]
 
 
+class _Stage:
+    """A stage of the demo counted in rollouts, reported as ``progress(stage, done, total)``."""
+
+    def __init__(self, progress: Callable[[str, int, int], None] | None, name: str, total: int):
+        self.progress, self.name, self.total, self.done = progress, name, total, 0
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.name, self.done, self.total)
+
+    def __call__(self, k: int = 1) -> None:
+        self.at(self.done + k)
+
+    def at(self, done: int) -> None:
+        """Move to ``done`` (rollouts reused from the run store never tick; a method may spend less)."""
+        self.done = max(self.done, min(done, self.total))
+        self._report()
+
+    def end(self) -> None:
+        self.at(self.total)
+
+
 def run_demo(
     out_dir: Path,
     runs_dir: Path,
@@ -41,10 +64,13 @@ def run_demo(
     lda_prompts: int = 4,
     lda_tokens: int = 48,
     seed: int = 0,
+    batch_size: int = 256,
     say: Callable[[Any], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; returns the numbers it printed, and writes ``out_dir/report.html``."""
+    """Run the demo; returns the numbers it printed, and writes ``out_dir/report.html``.
+
+    ``progress(stage, done, total)`` counts each stage's rollouts (at most ``total``)."""
     from .estimators import StoreSource, lpe, mis
     from .estimators.tuning import tune_switch
     from .evaluation.calibration import calibration_split
@@ -54,28 +80,33 @@ def run_demo(
     from .report import write_report
     from .sampling import PathSampler
     from .store import RunStore, run_config
+    from .sweep_report import sweep_section
 
     results: dict[str, Any] = {}
     org = load("refusal")
     judge = make_judge(org.judge_spec)
-    sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=256)
+    sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=batch_size)
     ids = pick_prompts(org.ground_truth, prompts)
     by_id = {p.id: p for p in org.prompts}
     estimates, rows = [], []
+    rounds = 2
     with RunStore.open("demo-refusal", run_config(sampler, judge=judge, demo="refusal"), root=runs_dir) as store:
-        source = StoreSource(store, sampler, judge)
         held = calibration_split(org.prompts, ids, 2, seed)
-        if progress:
-            progress("refusal: choosing MIS's switch point", 0, 1)
-        switch = tune_switch(source, sampler.scorer(), held, budget)
+        stage = _Stage(progress, "refusal: choosing MIS's switch point", rounds * len(held) * budget)
+        switch = tune_switch(StoreSource(store, sampler, judge, progress=stage), sampler.scorer(), held, budget,
+                             rounds=rounds)
+        stage.end()
         say(f"path MIS switch point chosen on calibration prompts {[p.id for p in held]} "
             f"({switch.rollouts:,} rollouts, not scored): {switch.switch_after}")
         results["mis_switch_after"] = switch.switch_after
+        stage = _Stage(progress, f"refusal: MIS and LPE on {len(ids)} prompts", 2 * len(ids) * budget)
+        source = StoreSource(store, sampler, judge, progress=stage)
         for i, pid in enumerate(ids):
-            for method, kw in ((mis, {"switch_after": switch.switch_after}), (lpe, {})):
+            for j, (method, kw) in enumerate(((mis, {"switch_after": switch.switch_after}), (lpe, {}))):
                 e = method(source, by_id[pid], budget, **kw)
                 store.record_estimate(e.method, e, prompt_id=pid)
                 estimates.append(e)
+                stage.at((2 * i + j + 1) * budget)
             truth = float(org.ground_truth[pid]["rate"])
             rows.append({"prompt": pid, "text": by_id[pid].preview(48), "truth": truth,
                          "naive_expected_hits": truth * budget,
@@ -83,8 +114,9 @@ def run_demo(
                          "mis_ratio": estimates[-2].rate / truth if estimates[-2].rate else None,
                          "lpe_ratio": estimates[-1].rate / truth if estimates[-1].rate else None,
                          "rollouts": estimates[-1].total_rollouts})
-            if progress:
-                progress("refusal: estimating", i + 1, len(ids))
+        stage.end()
+        shown = {pid: store.examples(pid, judge, 2) for pid in ids}
+        refusal_config = store.config
     results["refusal"] = rows
     say(_refusal_table(rows, budget))
     kl = org.card.get("measured", {}).get("harmless", {}).get("per_token_kl")
@@ -97,19 +129,32 @@ def run_demo(
     bd = load("backdoor")
     bd_judge = make_judge(bd.judge_spec)
     # the judge reads the reply's opening, so detection needs only the first tokens of each reply
-    bd_sampler = PathSampler(bd.pair, max_new_tokens=min(lda_tokens, bd.max_new_tokens), seed=seed, batch_size=256)
+    bd_sampler = PathSampler(bd.pair, max_new_tokens=min(lda_tokens, bd.max_new_tokens), seed=seed,
+                             batch_size=batch_size)
     bd_prompts = [p for p in bd.prompts if not p.meta.get("trigger")][:lda_prompts]
     exact = sum(float(bd.ground_truth[p.id]["rate"]) for p in bd_prompts) / len(bd_prompts)
     with RunStore.open("demo-backdoor", run_config(bd_sampler, judge=bd_judge, demo="backdoor"), root=runs_dir) as store:
-        points = lda_sweep(bd_sampler, bd_judge, bd_prompts, amplifications, lda_rollouts, store=store,
-                           progress=(lambda k: progress("backdoor: amplifying", k, 0)) if progress else None)
+        stage = _Stage(progress, f"backdoor: amplifying at a = {', '.join(f'{a:g}' for a in amplifications)}",
+                       len(amplifications) * len(bd_prompts) * lda_rollouts)
+        points = lda_sweep(bd_sampler, bd_judge, bd_prompts, amplifications, lda_rollouts, store=store, progress=stage)
+        stage.end()
+        backdoor_config = store.config
     results["backdoor"] = {"exact_rate": exact, "points": [p.to_dict() for p in points]}
     say(_backdoor_table(points, exact, lda_rollouts * len(bd_prompts)))
 
     truth = {pid: float(org.ground_truth[pid]["rate"]) for pid in ids}
     alpha_truth = {pid: org.ground_truth[pid].get("alpha_rates", {}) for pid in ids}
-    page = write_report(estimates, out_dir, title="tailscope demo: refusal organism", truth=truth,
-                        alpha_truth=alpha_truth, config={"budget": budget, "organism": "refusal", "seed": seed})
+    section = sweep_section([p.to_dict() for p in points], Path(out_dir) / "img",
+                            title=f"backdoor organism, no trigger: logit diff amplification ({lda_rollouts} rollouts "
+                                  f"per prompt on {len(bd_prompts)} prompts, replies cut at {bd_sampler.max_new_tokens} "
+                                  "tokens)", exact_rate=exact)
+    config = {"demo": {"budget": budget, "prompts": ids, "calibration_prompts": [p.id for p in held],
+                       "mis_switch_after": switch.switch_after, "amplifications": list(amplifications),
+                       "lda_rollouts": lda_rollouts, "lda_prompts": [p.id for p in bd_prompts], "seed": seed},
+              "refusal run": refusal_config, "backdoor run": backdoor_config}
+    page = write_report(estimates, out_dir, title="tailscope demo: refusal and backdoor organisms", truth=truth,
+                        alpha_truth=alpha_truth, config=config, sections=[section],
+                        prompts={pid: by_id[pid].preview(300) for pid in ids}, examples=shown)
     results["report"] = str(page)
     return results
 

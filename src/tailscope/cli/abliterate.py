@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ._common import console, fail, out
+from . import _options as opt
+from ._common import console, fail, out, use_threads, write_json
+from ._errors import check_device, check_dtype, check_model_spec, loading
 
 
 def abliterate(
-    model: str = typer.Option(..., "--model", "-B", help="The safety-tuned model: dir, hub id, .gguf or 'smollm2'."),
+    model: str = opt.target(required=True, alias="--model"),
     harmful: Path = typer.Option(..., "--harmful", help="Prompts it refuses: JSONL (prompt or messages), CSV or text."),
     harmless: Optional[Path] = typer.Option(None, "--harmless", help="Prompts it answers (default: a built-in set of 48)."),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="New checkpoint directory (not needed with --dry-run)."),
@@ -31,16 +32,18 @@ def abliterate(
     score: str = typer.Option("first_token", "--score", help="Refusal score: first_token (first token of an opening) or opening (the whole opening, teacher-forced)."),
     check_samples: int = typer.Option(0, "--check-samples", help="Replies sampled per held-out harmful prompt before and after, read by the judge."),
     check_judge: str = typer.Option("refusal", "--check-judge", help="Judge spec of the sampled check."),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split and the sampled check."),
-    chat: Optional[bool] = typer.Option(None, "--chat/--raw", help="Apply the chat template to text prompts (default: when the tokenizer has one)."),
-    device: str = typer.Option("cpu", "--device"),
-    dtype: str = typer.Option("float32", "--dtype"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code from the checkpoint (off unless asked)."),
+    batch_size: int = opt.batch_size(8),
+    seed: int = opt.seed(),
+    chat: Optional[bool] = opt.chat(),
+    device: str = opt.device(),
+    dtype: str = opt.dtype(),
+    trust_remote_code: bool = opt.trust_remote_code(),
     show: int = typer.Option(20, "--show", help="Candidates listed (best refusal scores first; the chosen one always)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the card as JSON instead of tables."),
+    json_out: Optional[Path] = opt.json_out(),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
-    """Find the refusal direction and remove it from the weights; save a checkpoint with an abliteration.json card."""
+    """Find the refusal direction of the target (a safety-tuned model) and remove it from the weights;
+    save a checkpoint with an abliteration.json card."""
     from ..abliteration import NoCandidateError, SearchOptions, UnsupportedArchitectureError, harmless_prompts
     from ..abliteration import abliterate as run
     from ..abliteration._scoring import REFUSAL_OPENINGS
@@ -55,6 +58,10 @@ def abliterate(
         searched = tuple(int(x) for x in layers.split(",") if x.strip()) if layers else None
     except ValueError:
         raise fail(f"--layers must be comma-separated layer numbers, got {layers!r}") from None
+    check_device(device)
+    check_dtype(dtype)
+    check_model_spec(model, "--target")
+    use_threads(threads)
     try:
         harmful_set = load_prompts(harmful)
         harmless_set = load_prompts(harmless) if harmless is not None else harmless_prompts()
@@ -62,7 +69,7 @@ def abliterate(
                                 projected=projected, max_kl=max_kl, holdout=holdout, batch_size=batch_size,
                                 chat=chat, seed=seed, refusal_openings=tuple(refusal_opening) or REFUSAL_OPENINGS,
                                 score=score)
-        with console.status(f"loading {model}"):
+        with console.status(f"loading {model}"), loading(model, "--target"):
             lm = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         with _candidate_bar() as progress:
             result = run(lm, harmful_set, harmless_set, None if dry_run else output, options=options,
@@ -73,8 +80,8 @@ def abliterate(
         raise fail(str(e)) from None
 
     card = result.card()
-    if as_json:
-        typer.echo(json.dumps(card, indent=1, default=str))
+    write_json(json_out, card)
+    if str(json_out) == "-":
         return
     _print_tables(card, show)
     if result.out is not None:

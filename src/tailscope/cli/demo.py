@@ -4,45 +4,42 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from ._common import console, fail, out
+from . import _options as opt
+from ._common import console, fail, out, staged_progress, use_threads, write_json
 
 
 def demo(
-    out_dir: Path = typer.Option(Path("tailscope-report/demo"), "--out", help="Where the HTML report goes."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    prompts: int = typer.Option(4, "--prompts", help="Refusal prompts to estimate."),
-    budget: int = typer.Option(400, "--budget", help="Rollouts per prompt for each estimate."),
-    seed: int = typer.Option(0, "--seed"),
+    out_dir: Path = typer.Option(Path("tailscope-report/demo"), "--out", "-o", help="Where the HTML report goes."),
+    runs_dir: Path = opt.runs_dir(),
+    limit: int = typer.Option(4, "--limit", parser=opt.count, metavar="N", help="Refusal prompts to estimate."),
+    budget: int = opt.budget(400),
+    seed: int = opt.seed(),
+    batch_size: int = opt.batch_size(256),
+    json_out: Optional[Path] = opt.json_out(),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
     """Estimate rare compliance on the refusal organism and surface the backdoor organism's behaviour."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..demo import run_demo
     from ..organisms import OrganismNotFoundError
 
+    count = use_threads(threads)
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            if total:
-                bar.update(tasks[stage], completed=done)
-            else:
-                bar.advance(tasks[stage], done)
-
+    with staged_progress("rollouts") as progress:
         try:
-            results = run_demo(out_dir, runs_dir, prompts=prompts, budget=budget, seed=seed, say=out.print,
-                               progress=progress)
+            results = run_demo(out_dir, runs_dir, prompts=limit, budget=budget, seed=seed, batch_size=batch_size,
+                               say=out.print, progress=progress)
         except OrganismNotFoundError as e:
             raise fail(str(e)) from None
-    console.print(f"done in {time.perf_counter() - start:.0f} s. Report: [bold]{results['report']}[/]")
+    seconds = time.perf_counter() - start
+    results["seconds"], results["threads"] = round(seconds, 1), count
+    console.print(f"done in {seconds:.0f} s ({count} torch thread{'s' if count > 1 else ''}). "
+                  f"Report: [bold]{results['report']}[/]")
     console.print(f"Rollouts are stored in {runs_dir}/: running the demo again reuses them.")
+    write_json(json_out, results)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,45 +2,47 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ._common import console, fail, out, progress_bar
+from . import _options as opt
+from ._common import console, fail, out, progress_bar, use_threads, write_json
+from ._display import proposal_label
 from ._setup import open_store, resolve
 
 
 def estimate(
     method: str = typer.Option("mis", "--method", "-m", help="naive | is | mis | lpe"),
-    budget: int = typer.Option(1000, "--budget", help="Rollouts per prompt (never exceeded)."),
-    organism: Optional[str] = typer.Option(None, "--organism", help="A bundled organism: fills models, prompts, judge."),
-    target: Optional[str] = typer.Option(None, "--target", "-B", help="The model whose rate is estimated (α = 1)."),
-    reference: Optional[str] = typer.Option(None, "--reference", "-A", help="The less-safe variant (α = 0)."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p"),
-    judge: Optional[str] = typer.Option(None, "--judge", "-j", help="refusal | regex:PAT | contains:TEXT | hf:PATH | http:URL | python:mod:fn"),
-    proposal: str = typer.Option("a=0", "--proposal", help="IS proposal, e.g. 'a=0', 'a=0;mix=0.5', 'a=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
+    budget: int = opt.budget(1000),
+    organism: Optional[str] = opt.organism(),
+    target: Optional[str] = opt.target(),
+    reference: Optional[str] = opt.reference(),
+    prompts: Optional[Path] = opt.prompts(),
+    judge: Optional[str] = opt.judge(),
+    proposal: str = typer.Option("alpha=0", "--proposal", help="IS proposal, e.g. 'alpha=0', 'alpha=0;mix=0.5', 'alpha=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
     switch: Optional[str] = typer.Option(None, "--switch", help="MIS/LPE: draw only the first N reply tokens at each path point, the rest from the target; 'tune' picks N by the cross-entropy search on a calibration split."),
     calibration: int = typer.Option(4, "--calibration", help="With --proposal tune or --switch tune: prompts set aside (never scored) for the search."),
     family: Optional[str] = typer.Option(None, "--family", help="LPE fit: log-quadratic (default, on the last 5 points with hits) | log-linear | logit-linear | logit-quadratic"),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="LPE/MIS walk: adaptive (MIS default) | frontier (LPE default) | fixed"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N prompts."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(128, "--batch-size", help="Rows decoded together (memory grows with it)."),
-    device: str = typer.Option("cpu", "--device"),
-    dtype: str = typer.Option("float32", "--dtype"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
-    run: Optional[str] = typer.Option(None, "--run", help="Run name (resumes if it exists); default: from the config."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the estimates as JSON here."),
+    limit: Optional[int] = opt.limit(),
+    max_new_tokens: Optional[int] = opt.max_new_tokens(),
+    temperature: float = opt.temperature(),
+    seed: int = opt.seed(),
+    batch_size: int = opt.batch_size(),
+    device: str = opt.device(),
+    dtype: str = opt.dtype(),
+    trust_remote_code: bool = opt.trust_remote_code(),
+    run: Optional[str] = opt.run(),
+    runs_dir: Path = opt.runs_dir(),
+    json_out: Optional[Path] = opt.json_out(),
+    examples: int = typer.Option(1, "--examples", help="Completions shown per prompt beside its estimate (hits first)."),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
     from ..estimators import FAMILIES, METHODS, StoreSource, estimate as run_estimator
-    from ..path import NonFiniteLogitsError
+    from ..path import NonFiniteLogitsError, Proposal
 
     if method not in METHODS:
         raise fail(f"--method (={method!r}) must be one of {sorted(METHODS)}")
@@ -48,13 +50,22 @@ def estimate(
         raise fail(f"--family (={family!r}) must be one of {list(FAMILIES)}")
     if schedule is not None and schedule not in {"adaptive", "frontier", "fixed"}:
         raise fail(f"--schedule (={schedule!r}) must be one of ['adaptive', 'frontier', 'fixed']")
-    if budget < 1:
-        raise fail(f"--budget (={budget}) must be >= 1")
     if switch is not None and (method not in {"mis", "lpe"} or not (switch == "tune" or switch.isdigit())):
         raise fail(f"--switch (={switch!r}) takes a number of tokens or 'tune', with --method mis or lpe")
+    if method == "is" and proposal != "tune":
+        try:
+            proposal = Proposal.parse(proposal).key  # stored in its canonical form
+        except ValueError as e:
+            raise fail(f"--proposal: {e}") from None
+    tuning = (method == "is" and proposal == "tune") or switch == "tune"
+    if tuning and calibration < 1:
+        raise fail(f"--calibration (={calibration}) must be >= 1")
+    use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
                      device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit)
+    if tuning and calibration >= len(inputs.prompts):
+        raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(inputs.prompts)})")
     settings: dict = {}
     if method == "is":
         settings["proposal"] = proposal
@@ -64,28 +75,34 @@ def estimate(
         settings["family"] = family
     if switch is not None and switch != "tune":
         settings["switch_after"] = int(switch)
+    _warn_if_unfit(method, inputs, organism)
     store = open_store(run, runs_dir, inputs, "estimate")
     console.print(f"run [bold]{store.name}[/] ({store.path})")
     all_prompts = inputs.prompts
-    tuning = (method == "is" and proposal == "tune") or switch == "tune"
     if tuning:
         inputs.prompts = _tune(inputs, store, calibration, budget, settings, method)
     estimates = []
+    warned = False
     try:
-        with progress_bar(f"{method}: prompts", len(inputs.prompts)) as advance:
-            source = StoreSource(store, inputs.sampler, inputs.judge)
-            for prompt in inputs.prompts:
+        with progress_bar(f"{method}: {len(inputs.prompts)} prompts × {budget:,}", len(inputs.prompts) * budget) as bar:
+            source = StoreSource(store, inputs.sampler, inputs.judge, progress=bar)
+            for i, prompt in enumerate(inputs.prompts):
                 est = run_estimator(method, source, prompt, budget, **settings)
                 store.record_estimate(method, est, prompt_id=prompt.id)
                 estimates.append(est)
-                advance()
+                bar.set((i + 1) * budget)
+                if not warned and est.upper_bound_only:
+                    warned = True
+                    console.print(f"[yellow]warning:[/] {_no_hit_hint(method, est, organism)}")
     except NonFiniteLogitsError as e:
         raise fail(str(e)) from None
-    _print_table(estimates, inputs.truth, inputs.prompts)
+    shown = _examples(store, inputs, estimates, examples)
+    _print_table(estimates, inputs.truth, inputs.prompts, shown)
     if tuning:
         settings = {**settings, "calibration_prompts": sorted({p.id for p in all_prompts} - {p.id for p in inputs.prompts})}
     payload = {"run": store.name, "method": method, "budget": budget, "settings": settings,
-               "estimates": [e.to_dict() for e in estimates]}
+               "estimates": [{**e.to_dict(), "prompt": inputs.prompts.by_id(e.prompt_id).preview(200),
+                              "examples": shown.get(e.prompt_id, [])} for e in estimates]}
     if inputs.truth:
         from ..report import error_summary
 
@@ -94,10 +111,7 @@ def estimate(
         if s["median_abs_log10_error"] is not None:
             console.print(f"vs ground truth: median |log10(est/truth)| = {s['median_abs_log10_error']:.3f}, "
                           f"interval coverage {s['coverage']:.0%} over {s['prompts']} prompts")
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=1) + "\n")
-        console.print(f"wrote {json_out}")
+    write_json(json_out, payload)
     console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()
 
@@ -110,89 +124,81 @@ def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: 
     from ..prompts import PromptSet
 
     prompts = list(inputs.prompts)
-    if calibration < 1 or calibration >= len(prompts):
-        raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(prompts)})")
     step = len(prompts) // calibration
     held = prompts[::step][:calibration]
-    source = StoreSource(store, inputs.sampler, inputs.judge)
-    with console.status(f"searching on {len(held)} calibration prompts"):
+    rounds = 2  # the searches' default number of cross-entropy rounds
+    per_prompt = max(50, budget // 2) if method == "is" else budget
+    what = "proposal" if method == "is" else "switch point"
+    # an upper bound: a round that stays where it was reuses its rollouts
+    with progress_bar(f"choosing the {what} on {len(held)} calibration prompts", rounds * len(held) * per_prompt) as bar:
+        source = StoreSource(store, inputs.sampler, inputs.judge, progress=bar)
         if method == "is":
-            search = tune_proposal(source, inputs.sampler.scorer(), held, per_prompt=max(50, budget // 2))
-            settings["proposal"] = chosen = search.proposal.key
+            search = tune_proposal(source, inputs.sampler.scorer(), held, per_prompt=per_prompt, rounds=rounds)
+            settings["proposal"] = search.proposal.key
+            chosen = proposal_label(search.proposal.key)
         else:
             walk = {k: v for k, v in settings.items() if k == "schedule"}
-            search = tune_switch(source, inputs.sampler.scorer(), held, budget, **walk)
+            search = tune_switch(source, inputs.sampler.scorer(), held, budget, rounds=rounds, **walk)
             settings["switch_after"] = chosen = search.switch_after
-    console.print(f"{'proposal' if method == 'is' else 'switch point'} chosen on calibration prompts "
-                  f"{[p.id for p in held]} ({search.rollouts} rollouts, not scored): [bold]{chosen}[/]")
+    console.print(f"{what} chosen on calibration prompts {[p.id for p in held]} "
+                  f"({search.rollouts:,} rollouts, not scored): [bold]{chosen}[/]")
     return PromptSet([p for p in prompts if p not in held])
 
 
-def _print_table(estimates, truth, prompts) -> None:
+def _warn_if_unfit(method: str, inputs, organism: str | None) -> None:
+    """Before spending anything: an organism whose reference shows the behaviour less than its target
+    (a model before training) gives path methods nothing to find."""
+    if method == "naive" or not inputs.alpha_truth:
+        return
+    ids = [p.id for p in inputs.prompts if p.id in inputs.alpha_truth and "0" in inputs.alpha_truth[p.id]]
+    rarer = [i for i in ids if float(inputs.alpha_truth[i]["0"]) < inputs.truth.get(i, 0.0)]
+    if ids and len(rarer) * 2 > len(ids):
+        console.print(f"[yellow]warning:[/] on {len(rarer)} of {len(ids)} prompts the reference of {organism} "
+                      "shows the behaviour less often than the target (it is the model before training): "
+                      f"{method} walks from the reference and will see few or no hits. To surface the behaviour, "
+                      f"use `tailscope sweep --organism {organism}`; to measure it, `--method naive` with a large "
+                      "--budget.")
+
+
+def _no_hit_hint(method: str, est, organism: str | None) -> str:
+    where = f"--organism {organism}" if organism else "--reference A --target B ..."
+    if method == "naive":
+        return (f"no hit on {est.prompt_id} in {est.total_rollouts:,} rollouts: the rate is only bounded "
+                f"(< {est.interval[1]:.2g}). `--method mis` needs far fewer rollouts when the reference shows "
+                "the behaviour more often than the target.")
+    return (f"no rollout at any path point showed the behaviour on {est.prompt_id} "
+            f"({est.total_rollouts:,} rollouts): {method} needs hits between the reference and the target, so the "
+            f"answer is only a bound (< {est.interval[1]:.2g}). If the reference never shows it (a model before "
+            f"training), `tailscope sweep {where}` amplifies past the target to surface it; otherwise raise --budget.")
+
+
+def _examples(store, inputs, estimates, k: int) -> dict[str, list[dict]]:
+    """Up to k completions per estimated prompt, flagged ones first, from the run's stored verdicts."""
+    if k < 1:
+        return {}
+    return {e.prompt_id: store.examples(e.prompt_id, inputs.judge, k) for e in estimates}
+
+
+def _print_table(estimates, truth, prompts, examples: dict[str, list[dict]]) -> None:
     from rich.table import Table
 
-    table = Table(title="per-prompt estimates of the target's rate")
-    for col in ("prompt", "text", "hits", "rollouts", "estimate [95% interval]", "truth", "est/truth"):
+    table = Table(title="per-prompt estimates of the target's rate", show_lines=bool(examples))
+    cols = ["prompt", "text", "hits", "rollouts", "estimate [95% interval]", "truth", "est/truth"]
+    if examples:
+        cols.append("example (hits first)")
+    for col in cols:
         table.add_column(col, overflow="fold")
     for e in estimates:
         t = truth.get(e.prompt_id)
         ratio = "" if t is None or e.upper_bound_only or not e.rate or not t else f"{e.rate / t:.2g}×"
-        table.add_row(e.prompt_id, prompts.by_id(e.prompt_id).preview(40), str(e.hits), str(e.total_rollouts),
-                      e.describe(), "" if t is None else f"{t:.2g}", ratio)
+        row = [e.prompt_id, prompts.by_id(e.prompt_id).preview(60), str(e.hits), f"{e.total_rollouts:,}",
+               e.describe(), "" if t is None else f"{t:.2g}", ratio]
+        if examples:
+            row.append("\n".join(("[red]hit[/] " if x["flagged"] else "") + repr(x["text"][:120])
+                                  for x in examples.get(e.prompt_id, [])))
+        table.add_row(*row)
     out.print(table)
-
-
-def report(
-    run: str = typer.Argument(..., help="Run name or path."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    output: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the report (default: next to the run)."),
-) -> None:
-    """Write an HTML report (with plots) of a run's estimates."""
-    from ..estimators import Estimate
-    from ..report import write_report
-    from ..store import RunStore, RunStoreError
-
-    try:
-        store = RunStore.open(run, root=runs_dir, readonly=True)
-    except RunStoreError as e:
-        raise fail(str(e)) from None
-    rows = store.estimates()
-    if not rows:
-        raise fail(f"run {store.name} holds no estimates yet (run `tailscope estimate ... --run {store.name}`)")
-    latest: dict[tuple, Estimate] = {}
-    for row in rows:
-        est = Estimate.from_dict(row["data"])
-        latest[(est.method, est.prompt_id)] = est
-    config = store.config
-    truth, alpha_truth = {}, {}
-    org_name = (config.get("extra") or {}).get("organism")
-    if org_name:
-        truth, alpha_truth = _organism_truth(org_name, config)
-    dest = output or store.path.with_suffix("")
-    page = write_report(list(latest.values()), dest, title=f"tailscope report: {store.name}", truth=truth,
-                        alpha_truth=alpha_truth, config=config)
-    store.close()
-    console.print(f"wrote {page}")
-
-
-def _organism_truth(name: str, config: dict) -> tuple[dict, dict]:
-    import json as _json
-
-    from ..organisms import DATA_DIR
-
-    path = DATA_DIR / name / "ground_truth.json"
-    card = DATA_DIR / name / "card.json"
-    if not path.exists():
-        return {}, {}
-    meta = _json.loads(card.read_text())
-    sampling = config.get("sampling", {})
-    if config.get("judge") != meta.get("judge_spec") or sampling.get("max_new_tokens") != meta.get("max_new_tokens") \
-            or not math.isclose(sampling.get("temperature", 1.0), 1.0):
-        return {}, {}
-    data = _json.loads(path.read_text())["prompts"]
-    return {k: float(v["rate"]) for k, v in data.items()}, {k: v.get("alpha_rates", {}) for k, v in data.items()}
 
 
 def register(app: typer.Typer) -> None:
     app.command("estimate")(estimate)
-    app.command("report")(report)

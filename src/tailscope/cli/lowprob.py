@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from . import _options as opt
+from ._common import use_threads, write_json
 
 DEFAULT_TRUTH = "src/tailscope/lowprob/data/ground_truth"
 
@@ -39,8 +43,8 @@ def register(app: typer.Typer) -> None:
         inputs: int = typer.Option(2**24, help="Draws per (model, distribution) pair."),
         chunk_size: int = typer.Option(2**16, help="Draws per saved chunk."),
         out: Path = typer.Option(Path(DEFAULT_TRUTH), help="Directory of the count files."),
-        threads: int = typer.Option(1, help="torch CPU threads."),
-        seed: int = typer.Option(0, help="Base seed of the draws."),
+        threads: Optional[int] = opt.threads(),
+        seed: int = opt.seed(),
         batch_size: int = typer.Option(256, help="Inputs per forward pass (small batches stay in cache: "
                                                  "256 ran ~2x faster than 8192 on these models)."),
         lean: bool = typer.Option(True, help="Lean Llama forward, last position only (same function, faster)."),
@@ -55,7 +59,7 @@ def register(app: typer.Typer) -> None:
         from tailscope.lowprob.groundtruth import extend_ground_truth, ground_truth_path, load_ground_truth
         from tailscope.lowprob.lm import LowProbModel
 
-        torch.set_num_threads(threads)
+        use_threads(threads)
         model_list = _split(models, zoo.model_names(), "models")
         dist_list = _split(distributions, list(DISTRIBUTIONS), "distributions")
         tokenizer = zoo.load_tokenizer()
@@ -93,15 +97,16 @@ def register(app: typer.Typer) -> None:
         budget: int = typer.Option(2**12, help="Model calls per estimate (forward and backward passes count)."),
         targets: int = typer.Option(8, help="Targets per pair (≥ 16 ground-truth hits, spread in log p)."),
         max_probability: float = typer.Option(5e-4, help="Rarest-first targets at most this frequent."),
-        seed: int = typer.Option(0, help="Seed of every estimator."),
+        seed: int = opt.seed(),
         truth_dir: Path = typer.Option(Path(DEFAULT_TRUTH), help="Ground truth directory."),
         cache: Path = typer.Option(Path("benchmarks/results/lowprob_estimates"), help="Estimate cache directory."),
-        out: Path = typer.Option(Path("benchmarks/results/lowprob.json"), help="JSON results."),
+        out: Path = typer.Option(Path("benchmarks/results/lowprob.json"), "--json", metavar="PATH",
+                                 help="Where the JSON results go."),
         plot: Path = typer.Option(Path("benchmarks/results/lowprob.png"), help="PNG plot."),
         score_only: bool = typer.Option(False, help="Score cached estimates; run no estimator."),
         also: list[Path] = typer.Option([], "--also", help="Further estimate caches (e.g. another target set) "
                                         "whose estimates are scored together with --cache's."),
-        threads: int = typer.Option(1, help="torch CPU threads."),
+        threads: Optional[int] = opt.threads(),
     ) -> None:
         """Run every method on every pair at the same budget and score it against ground truth."""
         import json
@@ -117,7 +122,7 @@ def register(app: typer.Typer) -> None:
         from tailscope.lowprob.lm import LowProbModel
         from tailscope.lowprob.report import plot_results, results_table, summarise
 
-        torch.set_num_threads(threads)
+        use_threads(threads)
         console = Console()
         model_list = _split(models, zoo.model_names(), "models")
         dist_list = _split(distributions, list(DISTRIBUTIONS), "distributions")
@@ -184,8 +189,9 @@ def register(app: typer.Typer) -> None:
                                           "checkpoint that is not a benchmark model)."),
         method: str = typer.Option("itgis", help="naive, itgis, mhis, qld or gld."),
         budget: int = typer.Option(2**12, help="Model calls (forward and backward passes count)."),
-        seed: int = typer.Option(0, help="Seed of the estimator."),
-        threads: int = typer.Option(1, help="torch CPU threads."),
+        seed: int = opt.seed(),
+        threads: Optional[int] = opt.threads(),
+        json_out: Optional[Path] = opt.json_out(),
     ) -> None:
         """Estimate P(argmax = target) for one model, distribution and target; prints JSON."""
         import json
@@ -197,7 +203,7 @@ def register(app: typer.Typer) -> None:
         from tailscope.lowprob.estimators import ESTIMATORS, estimate
         from tailscope.lowprob.lm import LowProbModel
 
-        torch.set_num_threads(threads)
+        use_threads(threads)
         if method not in ESTIMATORS:
             raise typer.BadParameter(f"unknown method {method!r}; choose from {sorted(ESTIMATORS)}")
         if model in zoo.model_names():
@@ -221,3 +227,5 @@ def register(app: typer.Typer) -> None:
         dist = build_distribution(distribution, tokenizer, counts)
         result = estimate(method, LowProbModel(net), dist, token, budget, seed=seed)
         typer.echo(json.dumps(result.to_dict(), indent=2))
+        if json_out is not None and str(json_out) != "-":
+            write_json(json_out, result.to_dict())

@@ -8,6 +8,9 @@ from typing import Optional
 
 import typer
 
+from . import _options as opt
+from ._common import use_threads, write_json
+
 organisms_app = typer.Typer(help="Model organisms: small model pairs with planted rare behaviours and exact ground truth.",
                             no_args_is_help=True)
 
@@ -43,7 +46,7 @@ def _tracker(bar):
 
 
 @organisms_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def list_cmd(json_out: Optional[Path] = opt.json_out()) -> None:
     """List the shipped organisms with their prompt counts and rate ranges."""
     from rich.console import Console
     from rich.table import Table
@@ -57,8 +60,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
         rows.append({"name": name, "summary": card.get("summary", ""), "prompts": m.get("prompts"),
                      "rate_min": m.get("rate_min"), "rate_max": m.get("rate_max"),
                      "per_token_kl": m.get("harmful", {}).get("per_token_kl", m.get("per_token_kl"))})
-    if as_json:
-        typer.echo(json.dumps(rows, indent=1))
+    write_json(json_out, rows)
+    if str(json_out) == "-":
         return
     table = Table(title="tailscope organisms")
     widths = {"name": max([len(r["name"]) for r in rows] + [4]), "prompts": 7, "rate range": 20, "KL/token": 8}
@@ -76,6 +79,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON inst
 def build_cmd(
     name: str = typer.Argument(..., help="Organism to build (see `tailscope organisms list`), or `all`."),
     out: Optional[Path] = typer.Option(None, help="Data folder to write (default: the installed package's)."),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
     """Rebuild an organism from its recipe (fixed seeds): train, save fp16 weights, compute ground truth.
 
@@ -84,6 +88,7 @@ def build_cmd(
 
     from tailscope.organisms.build import BUILD_ORDER, build
 
+    use_threads(threads)
     names = list(BUILD_ORDER) if name == "all" else [name]
     total = time.time()
     for n in names:
@@ -98,11 +103,12 @@ def build_cmd(
 @organisms_app.command("verify")
 def verify_cmd(
     name: str = typer.Argument(..., help="Organism to verify."),
-    rollouts: int = typer.Option(2000, help="Rollouts per checked prompt."),
-    prompts: int = typer.Option(4, help="Prompts checked per α."),
+    rollouts: int = opt.n(2000),
+    prompts: int = typer.Option(4, "--limit", parser=opt.count, metavar="N", help="Prompts checked per α."),
     alpha: list[float] = typer.Option([1.0], help="Path points to check (repeatable)."),
     data_dir: Optional[Path] = typer.Option(None, help="Data folder holding the organism."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: Optional[Path] = opt.json_out(),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
     """Re-check stored ground-truth rates against fresh sampling; exits 1 on any disagreement."""
     from rich.console import Console
@@ -110,12 +116,12 @@ def verify_cmd(
 
     from tailscope.organisms.build import verify
 
+    use_threads(threads)
     with _progress() as bar:
         checks = verify(name, rollouts=rollouts, prompts=prompts, alphas=alpha, data_dir=data_dir,
                         progress=_tracker(bar))
-    if as_json:
-        typer.echo(json.dumps(checks, indent=1))
-    else:
+    write_json(json_out, checks)
+    if str(json_out) != "-":
         table = Table(title=f"verify {name}")
         for col in ("prompt", "α", "stored rate", "hits / rollouts", "95% interval", "p", "ok"):
             table.add_column(col)

@@ -8,11 +8,13 @@ from typing import Optional
 
 import typer
 
-from ._common import console, fail, out
+from . import _options as opt
+from ._common import console, fail, out, write_json
+from ._display import proposal_label
 
 runs_app = typer.Typer(help="Stored runs: list them, show one, export its rollouts.", no_args_is_help=True)
 
-DIR_OPTION = typer.Option(Path("runs"), "--dir", envvar="TAILSCOPE_RUNS", help="Directory of named runs.")
+RUN_ARGUMENT = "Run name (in --runs-dir) or path to a run file."
 
 
 def _open(run: str, root: Path):
@@ -31,7 +33,7 @@ def _when(timestamp: float) -> str:
 
 
 @runs_app.command("list")
-def list_(root: Path = DIR_OPTION, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_(root: Path = opt.runs_dir(), json_out: Optional[Path] = opt.json_out()) -> None:
     """List the runs in the runs directory."""
     from ..store import RunStore, RunStoreError, list_runs
 
@@ -45,8 +47,8 @@ def list_(root: Path = DIR_OPTION, as_json: bool = typer.Option(False, "--json",
                          "estimates": s["estimates"], "created": s["created"], "path": str(path), "error": None})
         except RunStoreError as e:
             rows.append({"name": path.stem, "path": str(path), "error": str(e)})
-    if as_json:
-        out.print_json(json.dumps(rows))
+    write_json(json_out, rows)
+    if str(json_out) == "-":
         return
     if not rows:
         console.print(f"no runs in {root}")
@@ -67,16 +69,16 @@ def list_(root: Path = DIR_OPTION, as_json: bool = typer.Option(False, "--json",
 
 @runs_app.command("show")
 def show(
-    run: str = typer.Argument(..., help="Run name (in --dir) or path to a run file."),
-    root: Path = DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    run: str = typer.Argument(..., help=RUN_ARGUMENT),
+    root: Path = opt.runs_dir(),
+    json_out: Optional[Path] = opt.json_out(),
 ) -> None:
     """Show a run's config, rollouts per proposal, verdicts per judge and estimates."""
     with _open(run, root) as store:
         s = store.summary()
         s["estimate_records"] = store.estimates()
-    if as_json:
-        out.print_json(json.dumps(s, default=str))
+    write_json(json_out, s)
+    if str(json_out) == "-":
         return
     from rich.table import Table
 
@@ -86,7 +88,7 @@ def show(
     table.add_column("proposal")
     table.add_column("rollouts", justify="right")
     for key, count in s["proposals"].items():
-        table.add_row(key, str(count))
+        table.add_row(proposal_label(key), f"{count:,}")
     out.print(table)
     if s["judges"]:
         jt = Table(title="verdicts")
@@ -102,10 +104,10 @@ def show(
 
 @runs_app.command("export")
 def export(
-    run: str = typer.Argument(..., help="Run name (in --dir) or path to a run file."),
+    run: str = typer.Argument(..., help=RUN_ARGUMENT),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet."),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: RUN.jsonl / RUN.parquet)."),
-    root: Path = DIR_OPTION,
+    root: Path = opt.runs_dir(),
 ) -> None:
     """Export every rollout with its log-probabilities and verdicts, one record per rollout."""
     if fmt not in ("jsonl", "parquet"):

@@ -2,48 +2,53 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ._common import console, fail, out, parse_floats, progress_bar
+from . import _options as opt
+from ._common import console, fail, out, parse_floats, progress_bar, use_threads, write_json
 from ._setup import open_store, resolve
 
 
 def sweep(
-    before: Optional[str] = typer.Option(None, "--before", "-A", help="The model before training (α = 0)."),
-    after: Optional[str] = typer.Option(None, "--after", "-B", help="The model after training (α = 1)."),
-    organism: Optional[str] = typer.Option(None, "--organism"),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p"),
-    judge: Optional[str] = typer.Option(None, "--judge", "-j"),
-    amplify: str = typer.Option("0,0.3,1,2,5", "--amplify", help="Amplifications a (α = 1 + a)."),
-    n: int = typer.Option(64, "-n", help="Rollouts per prompt at each amplification."),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(128, "--batch-size", help="Rows decoded together (memory grows with it)."),
-    device: str = typer.Option("cpu", "--device"),
-    dtype: str = typer.Option("float32", "--dtype"),
-    run: Optional[str] = typer.Option(None, "--run"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
+    reference: Optional[str] = opt.reference(lda=True),
+    target: Optional[str] = opt.target(lda=True),
+    organism: Optional[str] = opt.organism(),
+    prompts: Optional[Path] = opt.prompts(),
+    judge: Optional[str] = opt.judge(),
+    amplify: str = typer.Option("0,0.3,1,2,5", "--amplify", help="Amplifications a (α = 1 + a), comma-separated."),
+    n: int = opt.n(64),
+    limit: Optional[int] = opt.limit(),
+    max_new_tokens: Optional[int] = opt.max_new_tokens(),
+    temperature: float = opt.temperature(),
+    seed: int = opt.seed(),
+    batch_size: int = opt.batch_size(),
+    device: str = opt.device(),
+    dtype: str = opt.dtype(),
+    trust_remote_code: bool = opt.trust_remote_code(),
+    run: Optional[str] = opt.run(),
+    runs_dir: Path = opt.runs_dir(),
+    json_out: Optional[Path] = opt.json_out(),
     examples: int = typer.Option(2, "--examples", help="Flagged completions to show per amplification."),
+    threads: Optional[int] = opt.threads(),
 ) -> None:
     """Amplify what training changed (l_after + a (l_after − l_before)) and see how often the behaviour shows."""
     from ..lda import lda_sweep
     from ..path import NonFiniteLogitsError
 
     amps = parse_floats(amplify, "--amplify")
-    inputs = resolve(organism=organism, reference=before, target=after, prompts=prompts, judge=judge,
+    if not amps:
+        raise fail("--amplify needs at least one amplification, e.g. 0,1,2")
+    use_threads(threads)
+    inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, limit=limit)
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit)
     store = open_store(run, runs_dir, inputs, "sweep")
     total = len(inputs.prompts) * n * len(amps)
     try:
-        with progress_bar("sampling", total) as advance:
+        with progress_bar(f"sweep: {len(amps)} amplifications × {len(inputs.prompts)} prompts × {n}", total) as advance:
             points = lda_sweep(inputs.sampler, inputs.judge, inputs.prompts, amps, n, store=store,
                                examples=examples, progress=advance)
     except NonFiniteLogitsError as e:
@@ -63,10 +68,10 @@ def sweep(
         for ex in p.examples:
             out.print(f"[bold]a={p.amplification:g}[/] {ex['prompt_id']}#{ex['seed_index']}: {ex['text'][:240]!r}")
     console.print("Higher a surfaces more; the rate at a > 0 is not the after model's rate (use `tailscope estimate`).")
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"run": store.name, "points": [p.to_dict() for p in points]}, indent=1) + "\n")
-        console.print(f"wrote {json_out}")
+    for p in points:  # kept with the run, so `tailscope report` can show the sweep without the models
+        store.record_estimate("sweep", p.to_dict())
+    write_json(json_out, {"run": store.name, "points": [p.to_dict() for p in points]})
+    console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()
 
 
