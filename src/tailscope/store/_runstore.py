@@ -269,10 +269,10 @@ class RunStore:
         have = {p.id: {si for (si,) in self._conn.execute(
             "SELECT seed_index FROM rollouts WHERE prompt_id = ? AND proposal = ? AND seed_index < ?",
             (p.id, proposal.key, n))} for p in prompts}
-        requests = [SampleRequest(p, i) for p in prompts for i in range(n) if i not in have[p.id]]
-        if requests:
-            for batch in sampler.iter_batches(requests, proposal, logprob_grid=grid, progress=progress):
-                self.add_rollouts(batch)
+        # a stream, read a batch ahead: 10^8 missing rollouts must not become 10^8 request objects first
+        requests = (SampleRequest(p, i) for p in prompts for i in range(n) if i not in have[p.id])
+        for batch in sampler.iter_batches(requests, proposal, logprob_grid=grid, progress=progress):
+            self.add_rollouts(batch)
         out = {p.id: self.rollouts(p.id, proposal, n=n) for p in prompts}
         lacking = [r for rs in out.values() for r in rs if not all(a in r.logprob_grid for a in grid)]
         if lacking:
