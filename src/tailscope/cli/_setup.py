@@ -102,11 +102,14 @@ def resolve(
     trust_remote_code: bool = False,
     limit: int | None = None,
     need_judge: bool = True,
+    pool: Any = None,
     **sampling: Any,
 ) -> Inputs:
     """Build the pieces of a run, from a bundled organism or from explicit models, prompts and judge.
 
-    With ``need_judge=False`` a missing judge is allowed (``Inputs.judge`` is None).
+    With ``need_judge=False`` a missing judge is allowed (``Inputs.judge`` is None). With ``pool``
+    (a :class:`tailscope.scale.Session`) the sampler runs on Ray workers; explicit models are then
+    loaded by the workers only, never by this process.
     """
     check_device(device)
     check_dtype(dtype)
@@ -136,15 +139,29 @@ def resolve(
         pair = org.pair
         if prompt_set is None:
             prompt_set = org.prompts[:limit] if limit is not None else org.prompts
-    else:
+    elif pool is None:
         with console.status(f"loading {reference} and {target}"):
             pair = load_pair(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    else:
+        pair = None  # the workers load it
     from ..sampling import PathSampler
 
     tokens = max_new_tokens or (org.max_new_tokens if org else 64)
+    settings = {"temperature": temperature, "max_new_tokens": tokens, "batch_size": batch_size, "seed": seed,
+                **sampling}
     try:
-        sampler = PathSampler(pair, temperature=temperature, max_new_tokens=tokens, batch_size=batch_size,
-                              seed=seed, **sampling)
+        if pool is None:
+            sampler = PathSampler(pair, **settings)
+        elif pair is None:
+            from ..scale import PairSpec, SamplerSettings
+
+            settings["stop"] = tuple(settings.get("stop") or ())
+            with console.status(f"loading {reference} and {target} on the workers"):
+                sampler = pool.sampler(PairSpec(reference, target, dtype, trust_remote_code),
+                                       SamplerSettings(**settings), device=device)
+        else:
+            with console.status("loading the models on the workers"):
+                sampler = pool.distribute(PathSampler(pair, **settings))
     except ValueError as e:
         raise fail(str(e)) from None
     truth, alpha_truth = {}, {}

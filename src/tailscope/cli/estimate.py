@@ -7,12 +7,14 @@ from typing import Optional
 
 import typer
 
+from ..scale._cli import with_workers
 from . import _options as opt
 from ._common import console, fail, out, progress_bar, use_threads, write_json
 from ._display import proposal_label
 from ._setup import open_store, resolve
 
 
+@with_workers
 def estimate(
     method: str = typer.Option("mis", "--method", "-m", help="naive | is | mis | lpe"),
     budget: int = opt.budget(1000),
@@ -39,6 +41,7 @@ def estimate(
     json_out: Optional[Path] = opt.json_out(),
     examples: int = typer.Option(1, "--examples", help="Completions shown per prompt beside its estimate (hits first)."),
     threads: Optional[int] = opt.threads(),
+    pool: object = None,
 ) -> None:
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
     from ..estimators import FAMILIES, METHODS, StoreSource, estimate as run_estimator
@@ -63,7 +66,7 @@ def estimate(
     use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit)
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit, pool=pool)
     if tuning and calibration >= len(inputs.prompts):
         raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(inputs.prompts)})")
     settings: dict = {}
@@ -78,6 +81,8 @@ def estimate(
     _warn_if_unfit(method, inputs, organism)
     store = open_store(run, runs_dir, inputs, "estimate")
     console.print(f"run [bold]{store.name}[/] ({store.path})")
+    if pool is not None:
+        pool.expect(budget * len(inputs.prompts), store.count())
     all_prompts = inputs.prompts
     if tuning:
         inputs.prompts = _tune(inputs, store, calibration, budget, settings, method)
@@ -111,6 +116,8 @@ def estimate(
         if s["median_abs_log10_error"] is not None:
             console.print(f"vs ground truth: median |log10(est/truth)| = {s['median_abs_log10_error']:.3f}, "
                           f"interval coverage {s['coverage']:.0%} over {s['prompts']} prompts")
+    if pool is not None:
+        payload["workers"] = pool.workers_summary()
     write_json(json_out, payload)
     console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()

@@ -7,11 +7,13 @@ from typing import Optional
 
 import typer
 
+from ..scale._cli import with_workers
 from . import _options as opt
 from ._common import console, fail, out, parse_floats, progress_bar, use_threads, write_json
 from ._setup import open_store, resolve
 
 
+@with_workers
 def sweep(
     reference: Optional[str] = opt.reference(lda=True),
     target: Optional[str] = opt.target(lda=True),
@@ -33,6 +35,7 @@ def sweep(
     json_out: Optional[Path] = opt.json_out(),
     examples: int = typer.Option(2, "--examples", help="Flagged completions to show per amplification."),
     threads: Optional[int] = opt.threads(),
+    pool: object = None,
 ) -> None:
     """Amplify what training changed (l_after + a (l_after − l_before)) and see how often the behaviour shows."""
     from ..lda import lda_sweep
@@ -44,9 +47,11 @@ def sweep(
     use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit)
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit, pool=pool)
     store = open_store(run, runs_dir, inputs, "sweep")
     total = len(inputs.prompts) * n * len(amps)
+    if pool is not None:
+        pool.expect(total, store.count())
     try:
         with progress_bar(f"sweep: {len(amps)} amplifications × {len(inputs.prompts)} prompts × {n}", total) as advance:
             points = lda_sweep(inputs.sampler, inputs.judge, inputs.prompts, amps, n, store=store,
@@ -70,7 +75,10 @@ def sweep(
     console.print("Higher a surfaces more; the rate at a > 0 is not the after model's rate (use `tailscope estimate`).")
     for p in points:  # kept with the run, so `tailscope report` can show the sweep without the models
         store.record_estimate("sweep", p.to_dict())
-    write_json(json_out, {"run": store.name, "points": [p.to_dict() for p in points]})
+    payload = {"run": store.name, "points": [p.to_dict() for p in points]}
+    if pool is not None:
+        payload["workers"] = pool.workers_summary()
+    write_json(json_out, payload)
     console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()
 

@@ -53,7 +53,13 @@ def _code_version() -> dict[str, str]:
 
 
 def sampler_settings(sampler: Any) -> dict[str, Any]:
-    """What fixes a sampler's rollouts: both models, the shared vocabulary and the sampling settings."""
+    """What fixes a sampler's rollouts: both models, the shared vocabulary and the sampling settings.
+
+    A sampler that holds no pair itself (workers do: :class:`~tailscope.scale.RaySampler`) gives
+    them through its own ``sampler_settings()``."""
+    own = getattr(sampler, "sampler_settings", None)
+    if callable(own):
+        return own()
     pair = sampler.pair
     vocab = json.dumps(sorted(pair.tokenizer.get_vocab().items()))
     return {

@@ -301,7 +301,8 @@ class RunStore:
         except ImportError as e:
             raise RunStoreError(f"stored rollouts lack log-probabilities at some of α = {list(grid)} and "
                                 f"teacher-forced scoring is unavailable ({e})") from None
-        scorer = Scorer(sampler.pair, temperature=sampler.temperature, chat=sampler.chat)
+        scorer = sampler.scorer() if hasattr(sampler, "scorer") else Scorer(sampler.pair, temperature=sampler.temperature,
+                                                                            chat=sampler.chat)
         prompts = {pid: self._prompt(pid) for pid in {r.prompt_id for r in rollouts}}
         by_proposal: dict[str, list[Rollout]] = {}
         for r in rollouts:

@@ -1,0 +1,91 @@
+"""What a worker needs to rebuild the sampler on its own node: the pair's specs and the settings.
+
+Everything here is plain data and imports neither torch nor Ray, so the driver can describe a run
+without loading a model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["PairSpec", "SamplerSettings", "WorkerError", "WorkerLoadError", "require_ray"]
+
+
+class WorkerError(RuntimeError):
+    """A worker could not do its part (it keeps dying, or it disagrees with the others)."""
+
+
+class WorkerLoadError(WorkerError):
+    """A worker could not load a model; the message names the worker, its node and the model."""
+
+
+def require_ray() -> Any:
+    """Import Ray, or say how to install it."""
+    if importlib.util.find_spec("ray") is None:
+        raise ImportError("running on workers needs Ray: pip install 'tailscope[ray]'")
+    import ray
+
+    return ray
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """How to load the reference and target on a worker: :func:`~tailscope.models.load_model`
+    specs (local paths must exist on every node: a shared filesystem, or the same layout), the
+    dtype and whether remote code may run. The device is the worker's (``cpu``, or ``cuda`` for a
+    worker given GPUs, which Ray makes visible to it as ``cuda:0``)."""
+
+    reference: str
+    target: str
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+    @classmethod
+    def of(cls, pair: Any, *, trust_remote_code: bool = False) -> PairSpec:
+        """The spec of an already loaded pair (models loaded by :func:`~tailscope.models.load_model`
+        carry their spec as their name)."""
+        dtype = str(next(pair.target.model.parameters()).dtype).removeprefix("torch.")
+        return cls(pair.reference.name, pair.target.name, dtype, trust_remote_code)
+
+    def load_reference(self, device: str) -> Any:
+        from ..models import load_model
+
+        return load_model(self.reference, device=device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
+    def load_target(self, device: str, reference: Any) -> Any:
+        from ..models import load_model
+
+        if self.target == self.reference:
+            return reference
+        return load_model(self.target, device=device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The :class:`~tailscope.sampling.PathSampler` arguments other than the pair.
+
+    ``batch_size`` is also the size of a unit of work: a unit is one batch on one worker, exactly
+    the batch the in-process sampler would decode, so rollouts are bit-identical whatever the
+    number of workers (a row's float log-probabilities depend, at the 1e-6 level, on what else is in
+    its batch)."""
+
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    batch_size: int = 64
+    chat: bool | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(cls, sampler: Any) -> SamplerSettings:
+        return cls(sampler.temperature, sampler.max_new_tokens, sampler.top_k, sampler.top_p, tuple(sampler.stop),
+                   sampler.batch_size, sampler.chat, sampler.seed)
+
+    def kwargs(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = tuple(d["stop"])
+        return d
