@@ -181,6 +181,20 @@ def lpe_families_table(data: dict) -> str:
                               f"{data['protocol']}")
 
 
+def workers_table(data: dict) -> str:
+    r = data["rollouts_per_s"]
+    rows = ["| organism | rollouts (prompts × per prompt) | rows per unit | in process rollouts/s | 1 worker rollouts/s "
+            "| 2 workers rollouts/s | 2 workers ÷ 1 | 1 worker ÷ in process | same rollouts and estimates |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {data['organism']} | {data['rollouts']:,} ({data['prompts']} × {data['rollouts_per_prompt']}, "
+            f"≤ {data['max_new_tokens']} tokens) | {data['rows_per_unit']} | {_fmt(r['in_process'])} | {_fmt(r['1'])} | "
+            f"{_fmt(r['2'])} | **{data['speedup']:.2f}×** | {data['ray_vs_in_process']:.2f} | "
+            f"{'yes' if data['identical_rollouts'] and data['identical_estimates'] else 'NO'} |"]
+    m = data["machine"]
+    return "\n".join(rows) + (f"\n\n`{data['command']}` — Ray {m['ray']}, one torch thread per worker on this project's "
+                              f"2-core CPU, median of {data['repeats']} runs through the run store; start-up not timed.")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -193,6 +207,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "map": (("map.json", "map_fast.json"), map_table),
     "map-fast": (("map_fast.json",), map_table),
     "lpe-families": (("lpe_families.json",), lpe_families_table),
+    "workers": (("workers.json",), workers_table),
 }
 
 

@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 
+from ..scale._cli import with_workers
 from . import _options as opt
 from ._common import console, fail, staged_progress, use_threads, write_json
 
 
+@with_workers
 def evaluate(
     suite: str = typer.Argument(..., help="auroc | detection | map | all"),
     fast: bool = typer.Option(False, "--fast", help="The small version (minutes, for `make bench`)."),
@@ -20,6 +22,7 @@ def evaluate(
     reference: str = opt.reference(),
     json_out: Optional[Path] = opt.json_out(),
     threads: Optional[int] = opt.threads(),
+    pool: object = None,
 ) -> None:
     """Run an evaluation suite; results are resumable through the run store.
 
@@ -39,6 +42,8 @@ def evaluate(
 
         check_model_spec(reference, "--reference")
     extra = {"reference": reference} if reference is not None else {}
+    if pool is not None:
+        extra["distribute"] = pool.distribute
     use_threads(threads)
     results = {}
     with staged_progress() as progress:

@@ -36,6 +36,7 @@ def amplification_curve(
     batch_size: int = 256,
     max_new_tokens: int = 48,
     progress: Callable[[int], None] | None = None,
+    distribute: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """The behaviour's rate at each amplification on an organism's prompts (see the module docstring).
 
@@ -47,6 +48,8 @@ def amplification_curve(
     exact = float(np.mean([organism.ground_truth[p.id]["rate"] for p in prompts]))
     tokens = min(max_new_tokens, organism.max_new_tokens)
     sampler = PathSampler(organism.pair, max_new_tokens=tokens, seed=seed, batch_size=batch_size)
+    if distribute is not None:  # Ray workers (tailscope.scale) when given
+        sampler = distribute(sampler)
     points = lda_sweep(sampler, judge, prompts, amplifications, n, store=store, progress=progress)
     rows = []
     for p in points:

@@ -55,6 +55,7 @@ def run_map(
     methods: dict[str, dict[str, Any]] = MAP_METHODS,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    distribute: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every method on every (variant, length) cell; returns the JSON-ready result."""
     from ..estimators import StoreSource, estimate
@@ -73,6 +74,8 @@ def run_map(
         measured = org.card.get("measured", {})
         for length in lengths:
             sampler = PathSampler(org.pair, max_new_tokens=length, seed=seed, batch_size=256)
+            if distribute is not None:  # Ray workers (tailscope.scale) when given
+                sampler = distribute(sampler)
             config = run_config(sampler, judge=judge, suite="map")
             with RunStore.open(f"eval-map-{name}-{length}", config, root=runs_dir) as store:
                 source = StoreSource(store, sampler, judge)

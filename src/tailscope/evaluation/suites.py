@@ -51,7 +51,7 @@ def _store(name: str, sampler, judge, runs_dir: Path, **extra):
 
 def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
                     organism_name: str = "refusal", seed: int = 0, max_new_tokens: int | None = None,
-                    reference: str | None = None) -> dict[str, Any]:
+                    reference: str | None = None, distribute: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """The LPE experiment. ``max_new_tokens`` cuts replies short (the fast suite cuts them at 24):
     the organisms' verdicts and exact rates are unchanged (the judge reads the opening), but the
     importance weights then span only those tokens, which flatters IS and MIS; the results say so.
@@ -75,6 +75,8 @@ def run_auroc_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Prog
     judge = make_judge(org.judge_spec)
     tokens = max_new_tokens or (24 if fast else org.max_new_tokens)
     sampler = PathSampler(pair, max_new_tokens=tokens, seed=seed, batch_size=256)
+    if distribute is not None:  # Ray workers (tailscope.scale) when given
+        sampler = distribute(sampler)
     budgets = (100, 300, 1000) if fast else (30, 100, 300, 1000)
     methods = AUROC_METHODS_FAST if fast else AUROC_METHODS_FULL
     # the full run: 32 prompts at full reply length (~100–120 tokens), about an hour on one core here
@@ -129,7 +131,7 @@ def _calibration_note(record: dict[str, Any]) -> str:
 
 
 def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                        seed: int = 0) -> dict[str, Any]:
+                        seed: int = 0, distribute: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     from ..judges import make_judge
     from ..organisms import list_organisms, load
     from ..sampling import PathSampler
@@ -149,6 +151,7 @@ def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
         sampler = PathSampler(org.pair, max_new_tokens=min(48, org.max_new_tokens), seed=seed, batch_size=256)
         with _store(f"eval-detection-{name}", sampler, judge, runs_dir, suite="detection") as store:
             curve = amplification_curve(org, amps, n, store=store, judge=judge, prompt_limit=limit, seed=seed,
+                                        distribute=distribute,
                                         progress=(lambda k, _n=name: progress(f"LDA {_n}", k, 0)) if progress else None)
         results["organisms"].append(curve)
     if "checkpoints" in have:
@@ -188,7 +191,7 @@ def _plot_detection(results: dict, out: Path) -> None:
     plt.close(fig)
 
 def run_map_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, distribute: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """Error of IS, MIS and LPE as reply length and drift grow, on the refusal organism's variants."""
     from ..organisms import OrganismNotFoundError, list_organisms
     from .drift_map import MAP_VARIANTS, plot_map, run_map
@@ -200,7 +203,7 @@ def run_map_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progre
     lengths = (16, 256) if fast else (16, 64, 256)
     prompts = 6 if fast else 12
     result = run_map(variants, lengths, runs_dir=runs_dir, prompts=prompts, budget=1000, seed=seed,
-                     progress=progress)
+                     progress=progress, distribute=distribute)
     name = "map_fast" if fast else "map"
     result.update({"suite": "map", "fast": fast, "command": f"tailscope evaluate map{' --fast' if fast else ''}",
                    "protocol_summary": (f"{prompts} prompts per variant with exact rates in 1e-6..1e-4 (evenly "

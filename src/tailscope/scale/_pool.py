@@ -182,7 +182,7 @@ class RaySampler:
     def sample(self, prompts: Sequence[Any], n: int, proposal: Any = 1.0, *, logprob_grid: Sequence[float] = (),
                seed_offset: int = 0, progress: Callable[[int], None] | None = None) -> list[Any]:
         """Draw ``n`` rollouts per prompt (as :meth:`~tailscope.sampling.PathSampler.sample`)."""
-        from ..sampling import SampleRequest
+        from ..rollout import SampleRequest
 
         requests = [SampleRequest(p, seed_offset + i) for p in prompts for i in range(n)]
         return self.sample_requests(requests, proposal, logprob_grid=logprob_grid, progress=progress)
@@ -198,7 +198,7 @@ class RaySampler:
     def iter_batches(self, requests: Iterable[Any], proposal: Any = 1.0, *, logprob_grid: Sequence[float] = (),
                      progress: Callable[[int], None] | None = None) -> Iterator[list[Any]]:
         """Yield each unit's rollouts as it finishes (in any order; the store orders by seed index)."""
-        from ..path import Proposal
+        from ..rollout import Proposal
 
         key = Proposal.parse(proposal).key
         grid = tuple(float(a) for a in logprob_grid)

@@ -29,7 +29,7 @@ class RemoteScorer:
     def token_logprobs(self, prompts: Sequence[Any], completions: Sequence[Sequence[int]],
                        alphas: Sequence[float] = (0.0, 1.0), proposals: Sequence[Any] = ()) -> list[np.ndarray]:
         """Per-token log-probabilities: one array (L_i, len(alphas) + len(proposals)) per completion."""
-        from ..path import Proposal
+        from ..rollout import Proposal
 
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
