@@ -105,3 +105,68 @@ def test_a_model_that_fails_to_load_is_named(cluster, organism, tmp_path):
     spec = PairSpec(str(tmp_path / "no-such-model"), target)
     with pytest.raises(WorkerLoadError, match=r"worker 0 .*reference model .*no-such-model"):
         RaySampler(spec, SamplerSettings(max_new_tokens=4), workers=1)
+
+
+DRIVER = """
+import sys
+from tailscope.organisms import load
+from tailscope.sampling import PathSampler
+from tailscope.scale import RaySampler
+from tailscope.store import RunStore, run_config
+
+run, n = sys.argv[1], int(sys.argv[2])
+org = load("refusal")
+local = PathSampler(org.pair, max_new_tokens=12, batch_size=8, seed=3)
+with RaySampler.from_sampler(local, workers=2, threads_per_worker=1) as pool:
+    with RunStore.open(run, run_config(pool)) as store:
+        store.get_or_sample_many(pool, list(org.prompts)[:3], "a=0.5", n)
+        print(store.count())
+"""
+
+
+def test_killed_driver_resumes_from_the_store(organism, local, tmp_path):
+    """kill -9 the driver (its own Ray cluster) after some units are committed; the rerun samples
+    only the rest, and the store equals an uninterrupted in-process run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tailscope.store import RunStoreError
+
+    script, run, n = tmp_path / "driver.py", tmp_path / "run.db", 40  # 120 rollouts: 15 units of 8
+    script.write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)  # its own local cluster, not the test session's
+    proc = subprocess.Popen([sys.executable, str(script), str(run), str(n)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = 0, time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with RunStore.open(run, readonly=True, check=False) as reader:
+                    seen = reader.count()
+            except RunStoreError:
+                pass
+            if seen >= 16:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"the driver was not killed mid-run: {proc.stderr.read()[-2000:]}"
+    with RunStore.open(run) as store:
+        partial = store.count()
+    assert 16 <= partial < 3 * n and partial % 8 == 0  # whole units only
+
+    out, err = subprocess.Popen([sys.executable, str(script), str(run), str(n)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE).communicate(timeout=600)
+    assert out.strip().endswith(str(3 * n)), err[-2000:]
+    prompts = list(organism.prompts)[:3]
+    expected = local.sample(prompts, n, "a=0.5")
+    with RunStore.open(run) as store:
+        got = store.rollouts()
+    assert got == sorted(expected, key=lambda r: (r.prompt_id, r.seed_index))

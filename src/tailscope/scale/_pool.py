@@ -70,6 +70,13 @@ def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
     return tuple(getattr(ex, n) for n in names if hasattr(ex, n))
 
 
+def _cause(error: BaseException) -> BaseException:
+    """The exception raised on the worker (a WorkerLoadError, a NonFiniteLogitsError, ...), without
+    Ray's wrapper and remote traceback, so a person reads one line."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
+
+
 class RaySampler:
     """Sample through a pool of Ray workers, each holding its own copy of the pair.
 
@@ -152,8 +159,8 @@ class RaySampler:
     def _get_load(self, index: int, ref: Any) -> dict[str, Any]:
         try:
             return self._ray.get(ref)
-        except WorkerLoadError as e:
-            raise WorkerLoadError(str(getattr(e, "cause", None) or e).strip()) from None
+        except self._ray.exceptions.RayTaskError as e:
+            raise _cause(e) from None
         except self._lost as e:
             raise WorkerLoadError(f"worker {index} died while loading {self.spec.reference!r} and "
                                   f"{self.spec.target!r} (out of memory?): {type(e).__name__}") from None
@@ -220,8 +227,8 @@ class RaySampler:
                     self._replace(slot, actor)
                     retry.append((unit, chunk))
                     continue
-                except WorkerLoadError as e:  # a replacement process that cannot load the pair
-                    raise WorkerLoadError(str(getattr(e, "cause", None) or e).strip()) from None
+                except self._ray.exceptions.RayTaskError as e:  # the unit itself failed: the worker's own error
+                    raise _cause(e) from None
                 stats = self.stats[slot]
                 stats.units, stats.rollouts, stats.seconds = stats.units + 1, stats.rollouts + len(batch), \
                     stats.seconds + seconds

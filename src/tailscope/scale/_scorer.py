@@ -35,14 +35,28 @@ class RemoteScorer:
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         keys = [Proposal.parse(p).key for p in proposals]
         alphas = [float(a) for a in alphas]
-        ray, actors = self.pool._ray, self.pool.actors
-        refs = []
-        for j, start in enumerate(range(0, len(prompts), self._rows)):
-            part = slice(start, start + self._rows)
-            actor = actors[j % len(actors)]
-            refs.append(actor.token_logprobs.remote(list(prompts[part]), [list(map(int, c)) for c in completions[part]],
-                                                    alphas, keys, self.batch_size))
-        return [t for chunk in ray.get(refs) for t in chunk]
+        parts = [(start, start + self._rows) for start in range(0, len(prompts), self._rows)]
+        results: dict[int, list[np.ndarray]] = {}
+        while len(results) < len(parts):  # a part lost with its worker is scored again on the new one
+            pool = self.pool
+            refs = {}
+            for j, (a, b) in enumerate(parts):
+                if j not in results:
+                    slot = j % len(pool.actors)
+                    actor = pool.actors[slot]
+                    ref = actor.token_logprobs.remote(list(prompts[a:b]), [list(map(int, c)) for c in completions[a:b]],
+                                                      alphas, keys, self.batch_size)
+                    refs[ref] = (j, slot, actor)
+            for ref, (j, slot, actor) in refs.items():
+                try:
+                    results[j] = pool._ray.get(ref)
+                except pool._lost:
+                    pool._replace(slot, actor)
+                except pool._ray.exceptions.RayTaskError as e:
+                    from ._pool import _cause
+
+                    raise _cause(e) from None
+        return [t for j in range(len(parts)) for t in results[j]]
 
     def score(self, prompts: Sequence[Any], completions: Sequence[Sequence[int]],
               alphas: Sequence[float] = (0.0, 1.0), proposals: Sequence[Any] = ()) -> np.ndarray:
