@@ -254,6 +254,13 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(0.15)
             if model == "broken" or (model == "flaky" and attempt <= 2):
                 return self._send(503, {"error": "overloaded"})
+            if model == "limited" and attempt == 1:
+                with server.lock:
+                    server.times.setdefault(user, []).append(time.monotonic())
+                return self._send(429, {"error": "slow down"}, {"Retry-After": "1"})
+            if model == "limited":
+                with server.lock:
+                    server.times.setdefault(user, []).append(time.monotonic())
             if model == "secure" and self.headers.get("Authorization") != "Bearer s3cret":
                 return self._send(401, {"error": "bad key"})
             answer = {"chatty": "Maybe, it depends.", "thinker": "<think>No doubt about it.</think>\n**Yes**"}.get(
@@ -268,9 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
             with server.lock:
                 server.in_flight -= 1
 
-    def _send(self, status, payload):
+    def _send(self, status, payload, headers=None):
         data = json.dumps(payload).encode()
         self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -282,6 +291,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.lock, srv.requests, srv.attempts, srv.in_flight, srv.max_in_flight = threading.Lock(), [], {}, 0, 0
+    srv.times = {}
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
@@ -309,6 +319,26 @@ def test_http_judge_retries_5xx_then_answers(server):
     judge = HttpJudge(url, model="flaky", retries=3, backoff=0.01)
     assert [v.flagged for v in judge.judge(ITEMS)] == [True, False, False]
     assert sorted(srv.attempts.values()) == [3, 3, 3]
+
+
+def test_http_judge_honours_retry_after(server):
+    srv, url = server
+    verdict = HttpJudge(url, model="limited", retries=2, backoff=0.0).judge(ITEMS[:1])[0]
+    assert verdict.flagged is True
+    (first, second), = srv.times.values()
+    assert second - first >= 1.0  # the server asked for a second; the backoff alone would not have waited
+
+
+def test_retry_after_values():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from tailscope.judges._http import retry_after
+
+    assert retry_after(None) == 0.0 and retry_after("") == 0.0 and retry_after("soon") == 0.0
+    assert retry_after("3") == 3.0 and retry_after("-5") == 0.0 and retry_after("99999") == 120.0
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after(later) <= 30
 
 
 def test_http_judge_failures_are_failed_verdicts_not_no(server):

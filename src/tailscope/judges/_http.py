@@ -44,6 +44,26 @@ def chat_url(url: str) -> str:
     return f"{url}/chat/completions" if url.endswith("/v1") else f"{url}/v1/chat/completions"
 
 
+def retry_after(value: str | None, *, cap: float = 120.0) -> float:
+    """Seconds a server asks to wait (``Retry-After``: seconds or an HTTP date), at most ``cap``; 0 when absent."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        if when.tzinfo is None:
+            return 0.0
+        seconds = when.timestamp() - time.time()
+    return min(cap, max(0.0, seconds)) if math.isfinite(seconds) else 0.0
+
+
 class HttpJudge(JudgeBase):
     """Asks a chat model behind an OpenAI-compatible endpoint whether each completion is flagged.
 
@@ -61,7 +81,8 @@ class HttpJudge(JudgeBase):
         system: the system message ("" for none).
         timeout: seconds per request.
         retries: further attempts after a retryable failure.
-        backoff: seconds before the first retry, doubled each time (capped at 30).
+        backoff: seconds before the first retry, doubled each time (capped at 30); a 429 or 5xx reply
+            with a Retry-After header waits at least that long (at most 120 s).
         concurrency: requests in flight at once.
         max_tokens: answer length limit (leave room for the reasoning of a model that thinks first).
         logprobs: ask for the answer token's log-probabilities and report a score.
@@ -181,10 +202,11 @@ class HttpJudge(JudgeBase):
     def _post(self, client, prompt: str, completion: str) -> Verdict:
         import httpx
 
-        error = "no attempt made"
+        error, delay = "no attempt made", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(30.0, self.backoff * 2 ** (attempt - 1)))
+                time.sleep(delay)
+            delay = min(30.0, self.backoff * 2 ** attempt)  # before the next attempt, unless the server says
             try:
                 response = client.post(self.endpoint, json=self._payload(prompt, completion))
             except httpx.TimeoutException:
@@ -195,6 +217,7 @@ class HttpJudge(JudgeBase):
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
+                delay = max(delay, retry_after(response.headers.get("Retry-After")))
                 continue
             if response.status_code >= 400:
                 return Verdict.failed(f"HTTP {response.status_code}: {response.text[:200]}")
