@@ -109,13 +109,38 @@ def write_json(path: Path | None, payload: Any) -> None:
     console.print(f"wrote {path}")
 
 
+def _busy_cores(window: float = 0.3) -> float:
+    """Cores' worth of CPU time the machine spends right now (over ``window`` seconds), from /proc/stat;
+    the 1-minute load average where that file is missing (it lags by a minute)."""
+    import os
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    cores = os.cpu_count() or 1
+    spent = total1 - total0
+    return cores * (spent - (idle1 - idle0)) / spent if spent > 0 else 0.0
+
+
 def choose_threads(requested: int | None) -> tuple[int, str]:
     """torch's CPU thread count for this process, and why.
 
     An explicit request (``--threads`` / ``TAILSCOPE_THREADS``) wins, then ``OMP_NUM_THREADS``;
-    otherwise one thread per core that other work is not already using (the 1-minute load
-    average): two threads on two cores that another job shares spend their time waiting on each
-    other, many times slower than one.
+    otherwise one thread per core that other work is not using right now: two threads on two cores
+    that another job shares spend their time waiting on each other, many times slower than one.
     """
     import os
 
@@ -125,10 +150,7 @@ def choose_threads(requested: int | None) -> tuple[int, str]:
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) >= 1:
         return int(omp), "OMP_NUM_THREADS"
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
+    busy = _busy_cores()
     free = max(1, min(cores, round(cores - busy)))
     if free < cores:
         return free, f"{busy:.1f} of {cores} cores busy with other work"
