@@ -195,6 +195,15 @@ def workers_table(data: dict) -> str:
                               f"2-core CPU, median of {data['repeats']} runs through the run store; start-up not timed.")
 
 
+def demo_table(data: dict) -> str:
+    m = data["machine"]
+    return (f"From a fresh clone on an idle {m['cores']}-core CPU ({m['busy_cores_at_start']:.1f} cores busy at the "
+            f"start): `make setup` {data['setup_s'] / 60:.1f} min, then `make demo` {data['demo_s'] / 60:.1f} min with "
+            f"{data['demo_threads']} torch thread(s), **{data['total_s'] / 60:.1f} min** in all. The same demo with one "
+            f"thread: {data['demo_one_thread_s'] / 60:.1f} min ({data['one_thread_vs_chosen']:.2f}× the time). "
+            f"`{data['command']}`, torch {m['torch']}, commit {data['commit'][:10]}.")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -208,6 +217,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "map-fast": (("map_fast.json",), map_table),
     "lpe-families": (("lpe_families.json",), lpe_families_table),
     "workers": (("workers.json",), workers_table),
+    "demo": (("demo.json",), demo_table),
 }
 
 
