@@ -40,7 +40,7 @@ class Bar:
 
 
 def _columns(unit: str = "rollouts") -> list:
-    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+    return [TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TextColumn(unit),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
 
 
