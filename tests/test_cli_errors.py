@@ -145,3 +145,11 @@ def test_a_changed_config_names_the_field_in_one_line(tiny_dirs, prompt_file, tm
     assert first.exit_code == 0, first.output
     line = _error_line(_estimate(tiny_dirs, prompt_file, tmp_path, "--method", "naive", "--run", "r", "--seed", "3"))
     assert "sampling.seed" in line and "another --run" in line
+
+
+def test_a_method_that_cannot_work_says_so_and_names_the_command_that_fits(tmp_path):
+    result = CliRunner().invoke(app, ["estimate", "--organism", "backdoor", "-m", "mis", "--budget", "4", "--limit", "1",
+                                      "--runs-dir", str(tmp_path / "runs"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "model before training" in text and "tailscope sweep --organism backdoor" in text
