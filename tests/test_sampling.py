@@ -65,7 +65,10 @@ def test_recorded_logprobs_equal_teacher_forced_scoring(tiny_pair, prompts, prop
     moved = [prop.moved(beta) for beta in grid]  # the grid records the proposal's shape at each α
     scores = sampler.scorer().score_rollouts(by_id, rollouts, alphas=(0.0, 1.0), proposals=[proposal, *moved])
     for r, row in zip(rollouts, scores):
-        assert row[0] == pytest.approx(r.logprob_reference, abs=1e-4)
+        if prop.switch_after is not None and len(r.token_ids) > prop.switch_after:
+            assert math.isnan(r.logprob_reference)  # the reference is not run past the switch
+        else:
+            assert row[0] == pytest.approx(r.logprob_reference, abs=1e-4)
         assert row[1] == pytest.approx(r.logprob_target, abs=1e-4)
         assert row[2] == pytest.approx(r.logprob, abs=1e-4)
         for j, beta in enumerate(grid):
@@ -192,3 +195,30 @@ def test_in_place_cache_and_row_pruning_match_plain_caches(tiny_pair, prompts, m
     assert [r.token_ids for r in fast] == [r.token_ids for r in plain]
     for a, b in zip(fast, plain):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_switching_skips_the_reference_without_changing_rollouts(tiny_pair, prompts):
+    """Past the switch only the target is run; the tokens and every recorded density are those of a
+    loop that keeps both models (checked against a pair whose reference differs only past the switch
+    would be impossible to build, so against teacher forcing of the full sequences instead)."""
+    sampler = _sampler(tiny_pair, max_new_tokens=16)
+    switched = sampler.sample(prompts, 6, "a=0.3;switch=2", logprob_grid=(0.0, 0.5))
+    assert any(len(r.token_ids) > 2 for r in switched)
+    scores = sampler.scorer().score_rollouts({p.id: p for p in prompts}, switched, alphas=(1.0,),
+                                             proposals=["a=0.3;switch=2", "a=0;switch=2", "a=0.5;switch=2"])
+    for r, row in zip(switched, scores):
+        assert [r.logprob_target, r.logprob, r.logprob_grid[0.0], r.logprob_grid[0.5]] == pytest.approx(row, abs=1e-4)
+
+
+def test_store_keeps_an_unknown_reference_logprob(tiny_pair, prompts, tmp_path):
+    from tailscope.store import RunStore, run_config
+
+    sampler = _sampler(tiny_pair, max_new_tokens=12)
+    with RunStore.open(tmp_path / "r.sqlite", run_config(sampler)) as store:
+        got = store.get_or_sample(sampler, prompts[0], "a=0;switch=1", 4)
+    with RunStore.open(tmp_path / "r.sqlite") as store:
+        again = store.rollouts(prompts[0].id, "a=0;switch=1")
+    long = [r for r in got if len(r.token_ids) > 1]
+    assert long and all(math.isnan(r.logprob_reference) for r in long)
+    assert [r.token_ids for r in again] == [r.token_ids for r in got]
+    assert all(math.isnan(a.logprob_reference) == math.isnan(b.logprob_reference) for a, b in zip(again, got))

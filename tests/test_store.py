@@ -43,7 +43,8 @@ def assert_same(a, b, tol=1e-4):
         assert x.logprob_grid.keys() == y.logprob_grid.keys()
         values = [x.logprob, x.logprob_reference, x.logprob_target, *x.logprob_grid.values()]
         expected = [y.logprob, y.logprob_reference, y.logprob_target, *y.logprob_grid.values()]
-        assert values == (expected if tol == 0 else pytest.approx(expected, rel=0, abs=tol))
+        # a switched rollout's reference log-probability is NaN (the reference is not run past the switch)
+        assert values == pytest.approx(expected, rel=0, abs=tol, nan_ok=True)
 
 
 def test_get_or_sample_stores_then_samples_only_what_is_missing(store, sampler, prompts):

@@ -176,6 +176,9 @@ class Rollout:
     (untruncated, at the sampling temperature); ``logprob_grid`` maps each requested α to log q
     under the proposal moved to α (:meth:`Proposal.moved`): log q_α itself for a pure path point;
     for a switching or mixture proposal, the same shape at α.
+    ``logprob_reference`` is NaN when the reference never saw the whole reply: past a switching
+    proposal's switch only the target is run (no recorded density needs the reference there, and
+    skipping it halves the decoding cost of the reply's tail).
     The EOS token, when sampled, is part of ``token_ids`` and of every log-probability.
     """
 

@@ -13,7 +13,8 @@ The loop, per batch of rows:
    (seed, proposal, prompt id, seed index, step) — a rollout is the same whatever batch it is in;
 4. add the token's log-probability under the proposal, under A, under B and under the proposal
    moved to each α of a grid;
-5. feed the token to both models; stop a row at EOS, a stop string or the token limit, and drop
+5. feed the token to both models (past a switching proposal's switch, to the target alone: every
+   density the rollout records is the target's there, so the reference is not run); stop a row at EOS, a stop string or the token limit, and drop
    finished rows from the caches when half the batch is done.
 """
 
@@ -224,7 +225,7 @@ class PathSampler:
             distinct.setdefault(r.prompt.content_hash, len(distinct))
         prompts = list({r.prompt.content_hash: r.prompt for r in chunk}.values())
         rows = torch.tensor([distinct[r.prompt.content_hash] for r in chunk], device=device)
-        ref, logits_a = self._start("reference", prompts, rows)
+        ref, logits_a = self._start("reference", prompts, rows) if proposal.switch_after != 0 else (None, None)
         tgt, logits_b = self._start("target", prompts, rows)
 
         n = len(chunk)
@@ -240,13 +241,20 @@ class PathSampler:
         live_host = np.arange(n)  # the same, on the host, for the uniforms (changes only when rows are dropped)
         active = torch.ones(n, dtype=torch.bool, device=device)  # per cache row
 
+        # past a switch every token is the target's, under the proposal and every grid proposal alike:
+        # the reference is dropped there, and its log-probability of the reply stays unknown (NaN)
+        switch = proposal.switch_after
         for step in range(self.max_new_tokens):
             # both models' next-token log-probabilities, and the proposal's: (rows, V) each
-            log_a = torch.log_softmax(logits_a, dim=-1)
             log_b = torch.log_softmax(logits_b, dim=-1)
-            q_a = path_logprobs(log_a, log_b, 0.0, T)
-            q_b = path_logprobs(log_a, log_b, 1.0, T)
-            q = proposal_logprobs(log_a, log_b, proposal, step, T, target=q_b)
+            if ref is None:
+                q_b = path_logprobs(log_b, log_b, 1.0, T)
+                q = q_a = q_b
+            else:
+                log_a = torch.log_softmax(logits_a, dim=-1)
+                q_a = path_logprobs(log_a, log_b, 0.0, T)
+                q_b = path_logprobs(log_a, log_b, 1.0, T)
+                q = proposal_logprobs(log_a, log_b, proposal, step, T, target=q_b)
             self._check(q, logits_a, logits_b, proposal, step)
             q = truncate(q, self.top_k, self.top_p)
 
@@ -260,11 +268,15 @@ class PathSampler:
             # add the drawn token's log-probability under the proposal, A, B and each grid proposal
             idx = live[active]
             lp[idx] += q.gather(-1, pick).squeeze(-1)[active].double()
-            lp_a[idx] += q_a.gather(-1, pick).squeeze(-1)[active].double()
             lp_b[idx] += q_b.gather(-1, pick).squeeze(-1)[active].double()
-            for j, moved in enumerate(grid_proposals):
-                col = proposal_logprobs(log_a, log_b, moved, step, T, target=q_b).gather(-1, pick).squeeze(-1)
-                lp_grid[idx, j] += col[active].double()
+            if ref is None:
+                lp_a[idx] = torch.nan
+                lp_grid[idx] += q_b.gather(-1, pick)[active].double()
+            else:
+                lp_a[idx] += q_a.gather(-1, pick).squeeze(-1)[active].double()
+                for j, moved in enumerate(grid_proposals):
+                    col = proposal_logprobs(log_a, log_b, moved, step, T, target=q_b).gather(-1, pick).squeeze(-1)
+                    lp_grid[idx, j] += col[active].double()
             if on_step is not None:
                 on_step(StepView(step, idx.tolist(), nxt[active], q[active]))
 
@@ -286,13 +298,17 @@ class PathSampler:
 
             if remaining <= len(active) // 2:  # drop finished rows from both caches
                 keep = active.nonzero().flatten()
-                ref.keep(keep)
+                if ref is not None:
+                    ref.keep(keep)
                 tgt.keep(keep)
                 live, nxt, active = live[keep], nxt[keep], active[keep]
                 live_host = live.cpu().numpy()
 
-            # feed the drawn token to both models
-            logits_a = ref.step(nxt)
+            # feed the drawn token to both models (to the target alone once the next step is switched)
+            if ref is not None and switch is not None and step + 1 >= switch:
+                ref = logits_a = None  # frees the reference's cache for the rest of the batch
+            if ref is not None:
+                logits_a = ref.step(nxt)
             logits_b = tgt.step(nxt)
 
         out = []
@@ -314,7 +330,7 @@ class PathSampler:
             check_finite(q, what="the proposal distribution", alpha=proposal.alpha, step=step)
         except NonFiniteLogitsError:
             for name, lg in (("reference", logits_a), ("target", logits_b)):
-                if not bool(torch.isfinite(lg).all()):
+                if lg is not None and not bool(torch.isfinite(lg).all()):
                     raise NonFiniteLogitsError(
                         f"the {name} model produced non-finite logits at reply step {step} (proposal {proposal.key})"
                     ) from None

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     text TEXT NOT NULL,
     finish_reason TEXT NOT NULL,
     logprob REAL NOT NULL,
-    logprob_reference REAL NOT NULL,
+    logprob_reference REAL,
     logprob_target REAL NOT NULL,
     created REAL NOT NULL,
     UNIQUE (prompt_id, proposal, seed_index)
@@ -185,7 +185,28 @@ def _read_or_create(conn, path: Path, config, check: bool, readonly: bool) -> di
     if int(meta.get("schema_version", 0)) > SCHEMA_VERSION:
         raise RunStoreError(f"{path} was written by a newer tailscope (schema {meta['schema_version']}, "
                             f"this one reads {SCHEMA_VERSION}); upgrade tailscope to open it")
+    if not readonly:
+        _allow_unknown_reference(conn)
     return json.loads(meta["config"])
+
+
+def _allow_unknown_reference(conn: sqlite3.Connection) -> None:
+    """Runs made before switched rollouts skipped the reference kept ``logprob_reference NOT NULL``;
+    rebuild that one table without the constraint (row ids, and so grid and verdict rows, unchanged)."""
+    columns = {name: notnull for _, name, _, notnull, *_ in conn.execute("PRAGMA table_info(rollouts)")}
+    if not columns.get("logprob_reference"):
+        return
+    table = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS rollouts"):]
+    table = table[: table.index(");") + 1].replace("IF NOT EXISTS rollouts", "rollouts_nullable")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with transaction(conn):
+            conn.execute(table)
+            conn.execute("INSERT INTO rollouts_nullable SELECT * FROM rollouts")
+            conn.execute("DROP TABLE rollouts")
+            conn.execute("ALTER TABLE rollouts_nullable RENAME TO rollouts")
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
 
 
 def _create(conn: sqlite3.Connection, config: Mapping[str, Any]) -> None:

@@ -207,7 +207,7 @@ class RunStore:
                                   "ORDER BY r.prompt_id, r.proposal, r.seed_index", args)
         return [Rollout(prompt_id=pid, proposal=prop, seed_index=si,
                         token_ids=tuple(np.frombuffer(tok, dtype="<i4").tolist()), text=text, finish_reason=fr,
-                        logprob=lp, logprob_reference=lpa, logprob_target=lpb, logprob_grid=grids.get(rid, {}))
+                        logprob=lp, logprob_reference=math.nan if lpa is None else lpa, logprob_target=lpb, logprob_grid=grids.get(rid, {}))
                 for rid, pid, prop, si, tok, text, fr, lp, lpa, lpb in rows]
 
     def count(self, prompt_id: str | None = None, proposal: Proposal | str | float | None = None) -> int:
