@@ -1,0 +1,48 @@
+"""Engines from a command-line value, and checkpoints in the form an engine loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..models import LoadedModel, ModelPair
+from ._base import Engine
+
+__all__ = ["export_for_engine", "make_engine"]
+
+
+def make_engine(spec: str, pair: ModelPair, *, which: str = "target", model: str | None = None,
+                **kwargs: Any) -> Engine:
+    """``vllm`` (in-process, loads ``model`` or the checkpoint directory of the pair's model) or one or
+    more OpenAI-compatible base URLs, comma-separated (``http://127.0.0.1:8000/v1,http://127.0.0.1:8001/v1``)."""
+    lm = pair.target if which == "target" else pair.reference
+    eos = sorted(pair.eos_token_ids)
+    if spec == "vllm":
+        from ._vllm import VLLMEngine
+
+        path = model or lm.name
+        if "+" in path or not Path(path).exists() and path.count("/") != 1:
+            raise ValueError(f"vLLM needs a checkpoint directory or hub id for the {which}, not {path!r}: "
+                             "export it with tailscope.engines.export_for_engine (docs/engines.md)")
+        return VLLMEngine(path, eos_token_ids=eos, vocab_size=pair.vocab_size, **kwargs)
+    urls = [u.strip() for u in spec.split(",") if u.strip()]
+    if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+        raise ValueError(f"--engine takes `vllm` or base URLs like http://127.0.0.1:8000/v1, not {spec!r}")
+    from ._http import HTTPEngine
+
+    return HTTPEngine(urls, model=model, eos_token_ids=eos, vocab_size=pair.vocab_size, **kwargs)
+
+
+def export_for_engine(lm: LoadedModel, out: str | Path) -> Path:
+    """Write a model as a plain checkpoint directory an engine can serve (safetensors, tokenizer,
+    generation config): a LoRA adapter is merged into its base, a GGUF file dequantized."""
+    out = Path(out)
+    model = lm.model
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    lm.tokenizer.save_pretrained(out)
+    return out
