@@ -39,12 +39,14 @@ def estimate(
     run: Optional[str] = opt.run(),
     runs_dir: Path = opt.runs_dir(),
     json_out: Optional[Path] = opt.json_out(),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Decode target-only tokens on an engine: 'vllm' (in-process) or OpenAI-compatible base URLs, comma-separated (http://127.0.0.1:8000/v1). Used by naive and switching proposals; see docs/engines.md."),
     examples: int = typer.Option(1, "--examples", help="Completions shown per prompt beside its estimate (hits first)."),
     threads: Optional[int] = opt.threads(),
     pool: object = None,
 ) -> None:
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
     from ..estimators import FAMILIES, METHODS, StoreSource, estimate as run_estimator
+    from ..engines._base import EngineError
     from ..path import NonFiniteLogitsError, Proposal
 
     if method not in METHODS:
@@ -79,7 +81,12 @@ def estimate(
     if switch is not None and switch != "tune":
         settings["switch_after"] = int(switch)
     _warn_if_unfit(method, inputs, organism)
-    store = open_store(run, runs_dir, inputs, "estimate")
+    extra = {}
+    if engine is not None:
+        inputs.sampler, extra["engine"] = _with_engine(engine, inputs, method, settings, proposal)
+    store = open_store(run, runs_dir, inputs, "estimate", **extra)
+    if engine is not None:
+        store.record_estimate("engine-identity", inputs.sampler.identity)
     console.print(f"run [bold]{store.name}[/] ({store.path})")
     if pool is not None:
         pool.expect(budget * len(inputs.prompts), store.count())
@@ -99,7 +106,7 @@ def estimate(
                 if not warned and est.upper_bound_only:
                     warned = True
                     console.print(f"[yellow]warning:[/] {_no_hit_hint(method, est, organism)}")
-    except NonFiniteLogitsError as e:
+    except (NonFiniteLogitsError, EngineError) as e:
         raise fail(str(e)) from None
     shown = _examples(store, inputs, estimates, examples)
     _print_table(estimates, inputs.truth, inputs.prompts, shown)
@@ -121,6 +128,25 @@ def estimate(
     write_json(json_out, payload)
     console.print(f"report: tailscope report {store.name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else ""))
     store.close()
+
+
+def _with_engine(spec: str, inputs, method: str, settings: dict, proposal: str):
+    """Wrap the sampler in a HybridSampler after the identity check; say which rollouts stay in our loop."""
+    from ..engines import EngineError, HybridSampler, make_engine
+
+    uses = {"naive": True, "is": ";switch=" in proposal or proposal == "tune",
+            "mis": "switch_after" in settings, "lpe": "switch_after" in settings}.get(method, False)
+    if not uses:
+        console.print(f"[yellow]--method {method} without a switching proposal (--switch N, or an IS proposal "
+                      "with switch=) needs both models on every token: our loop decodes it; the engine is not used.[/]")
+    try:
+        hybrid = HybridSampler(inputs.sampler, make_engine(spec, inputs.sampler.pair))
+        report = hybrid.check(inputs.prompts)["target"]
+    except (EngineError, ValueError) as e:
+        raise fail(str(e)) from None
+    console.print(f"engine {spec}: serves the target (largest per-token log-prob gap "
+                  f"{max(report['max_gap_scored'], report['max_gap_sampled']):.2g} nats over {report['tokens']} tokens)")
+    return hybrid, hybrid.engine_config()
 
 
 def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: str):
