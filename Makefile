@@ -27,7 +27,7 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -m "not integration"
 
-test-integration: setup
+test-integration: setup engine-env
 	$(PY) -m pytest -q -m integration
 
 # the fast benchmarks (minutes); `tailscope evaluate all` and `python benchmarks/bench_sampler.py` run the full ones
