@@ -104,8 +104,8 @@ def bench_organism(name: str, args, work: Path) -> dict:
 
 QWEN3_4B = {"hidden_size": 2560, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
             "intermediate_size": 9728, "head_dim": 128}
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128, "head_dim": 16}
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "intermediate_size": 128, "head_dim": 32}  # vLLM's CPU attention wants head sizes of 32 and up
 
 
 def random_pair(out: Path, shape: dict, dtype: torch.dtype, seed: int = 0) -> tuple[str, str]:
@@ -146,8 +146,24 @@ def bench_pair(args, work: Path) -> dict:
         ref_dir, tgt_dir = args.pair.split(",")
     pair = ModelPair.load(ref_dir, tgt_dir, device=args.device, dtype=args.dtype)
     prompts = [Prompt(id=f"p{i}", text=f"Write a long story about the number {i}.") for i in range(args.prompts)]
-    engine = (make_engine("vllm", pair, model=tgt_dir, dtype=args.dtype) if args.engine == "vllm"
-              else make_engine(args.engine, pair))
+    server = None
+    if args.engine == "vllm":
+        engine = make_engine("vllm", pair, model=tgt_dir, dtype=args.dtype)
+    elif args.engine == "server":  # vLLM's server from .venv-engine on the target (the CPU check of this path)
+        server = VLLMServer(tgt_dir, "target", engine_python(ROOT), log=work / "vllm.log", max_model_len=1024).start()
+        engine = make_engine(server.url, pair)
+    else:
+        engine = make_engine(args.engine, pair)
+    try:
+        rows = _pair_rows(args, pair, prompts, engine)
+    finally:
+        if server is not None:
+            server.stop()
+    return {"pair": args.pair, "shape": args.shape, "device": args.device, "dtype": args.dtype,
+            "engine": engine.describe(), "proposals": rows}
+
+
+def _pair_rows(args, pair, prompts, engine) -> dict:
     rows = {}
     for proposal in ("a=1", f"a=0;switch={SWITCH}"):
         loop = PathSampler(pair, max_new_tokens=args.tokens, batch_size=args.batch_size, seed=1)
@@ -162,8 +178,7 @@ def bench_pair(args, work: Path) -> dict:
         rows[proposal] = {"loop_rollouts_per_s": timing["loop"], "hybrid_rollouts_per_s": timing["hybrid"],
                           "speedup": timing["hybrid"] / timing["loop"], "identity": hybrid.identity["target"]}
         print(proposal, {k: v for k, v in rows[proposal].items() if k != "identity"})
-    return {"pair": args.pair, "shape": args.shape, "device": args.device, "dtype": args.dtype,
-            "engine": engine.describe(), "proposals": rows}
+    return rows
 
 
 def main() -> None:
@@ -174,7 +189,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of our process (the machine's cores)")
     ap.add_argument("--pair", help="throughput on a pair instead of the organisms: A_DIR,B_DIR or random-qwen3-4b")
     ap.add_argument("--shape", default="qwen3-4b", help="with random-qwen3-4b: qwen3-4b, or tiny (a CPU check)")
-    ap.add_argument("--engine", default="vllm", help="with --pair: vllm (in-process) or a base URL")
+    ap.add_argument("--engine", default="vllm", help="with --pair: vllm (in-process), server (vLLM's server from "
+                    ".venv-engine on the target) or base URLs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--tolerance", type=float, default=2e-3, help="identity check, nats per token")
