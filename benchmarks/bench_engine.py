@@ -74,8 +74,7 @@ def bench_organism(name: str, args, work: Path) -> dict:
     model_dir = (Path(org.path).parent / target_dir) if "+" not in target_dir else None
     if model_dir is None or not (model_dir / "config.json").exists():
         model_dir = export_for_engine(org.pair.target, work / f"{name}-target")
-    server = VLLMServer(str(model_dir), f"{name}-target", engine_python(ROOT), log=work / f"{name}-vllm.log",
-                        max_model_len=1024).start()
+    server = VLLMServer(str(model_dir), f"{name}-target", engine_python(ROOT), log=work / f"{name}-vllm.log").start()
     try:
         out = {"organism": name, "prompts": [p.id for p in prompts], "budget_per_prompt": args.budget,
                "truth": {p.id: org.rate(p.id) for p in prompts}, "methods": {}}
@@ -89,8 +88,8 @@ def bench_organism(name: str, args, work: Path) -> dict:
             side = []
             for p, a, b in zip(prompts, e_loop, e_hyb):
                 overlap = max(a.interval[0], b.interval[0]) <= min(a.interval[1], b.interval[1])
-                side.append({"prompt": p.id, "truth": org.rate(p.id), "loop": [a.value, *a.interval],
-                             "hybrid": [b.value, *b.interval], "agree": overlap})
+                side.append({"prompt": p.id, "truth": org.rate(p.id), "loop": [a.rate, *a.interval],
+                             "hybrid": [b.rate, *b.interval], "agree": overlap})
             out["methods"][method] = {
                 "loop_rollouts_per_s": n_loop / t_loop, "hybrid_rollouts_per_s": n_hyb / t_hyb,
                 "speedup": (n_hyb / t_hyb) / (n_loop / t_loop), "loop_seconds": t_loop, "hybrid_seconds": t_hyb,

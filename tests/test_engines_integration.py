@@ -93,7 +93,7 @@ def test_switching_mis_through_the_engine_agrees_with_our_loop(server, organism,
         (lo_a, hi_a), (lo_b, hi_b) = estimates[0].interval, estimates[1].interval
         assert max(lo_a, lo_b) <= min(hi_a, hi_b), (p.id, truth, estimates[0].describe(), estimates[1].describe())
         # the engine is not seeded: a fixed tolerance (within x10 of the truth), not the 95% interval
-        assert truth / 10 <= estimates[1].value <= truth * 10, (p.id, truth, estimates[1].describe())
+        assert truth / 10 <= estimates[1].rate <= truth * 10, (p.id, truth, estimates[1].describe())
     assert hybrid.counts["tail"] > 0
 
 

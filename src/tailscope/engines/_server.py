@@ -51,7 +51,7 @@ class VLLMServer:
     python: Path
     port: int = field(default_factory=free_port)
     log: Path | None = None
-    max_model_len: int = 1024
+    max_model_len: int | None = None  # None: the checkpoint's own limit
     extra: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
 
@@ -62,7 +62,7 @@ class VLLMServer:
     def start(self, timeout: float = 600.0) -> VLLMServer:
         cmd = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
                "--served-model-name", self.name, "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-model-len", str(self.max_model_len), *EXACT_FLAGS, *self.extra]
+               *(("--max-model-len", str(self.max_model_len)) if self.max_model_len else ()), *EXACT_FLAGS, *self.extra]
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -70,7 +70,7 @@ class VLLMServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise EngineUnavailableError(f"the vLLM server exited with code {self.process.returncode} "
-                                             f"while starting (log: {self.log})")
+                                             f"while starting (log: {self.log}){self._tail()}")
             try:
                 if httpx.get(f"{self.url}/models", timeout=2.0).status_code == 200:
                     return self
@@ -79,6 +79,12 @@ class VLLMServer:
             time.sleep(1.0)
         self.stop()
         raise EngineUnavailableError(f"the vLLM server did not come up in {timeout:.0f} s (log: {self.log})")
+
+    def _tail(self, lines: int = 4) -> str:
+        if not self.log or not Path(self.log).exists():
+            return ""
+        last = [x for x in Path(self.log).read_text(errors="replace").splitlines() if x.strip()][-lines:]
+        return ":\n  " + "\n  ".join(last) if last else ""
 
     def stop(self) -> None:
         """Stop the server and its workers (it leads its own process group)."""
