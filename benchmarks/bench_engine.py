@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import tempfile
 import time
@@ -43,7 +44,7 @@ SWITCH = 8
 
 def _pick_prompts(org, k: int):
     """Prompts whose rates a few hundred rollouts can see (so both estimates have hits to compare)."""
-    ranked = sorted(org.prompts, key=lambda p: abs(__import__("math").log10(max(org.rate(p.id), 1e-12)) + 2.0))
+    ranked = sorted(org.prompts, key=lambda p: abs(math.log10(max(org.rate(p.id), 1e-12)) + 2.0))
     return ranked[:k]
 
 
