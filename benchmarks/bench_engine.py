@@ -88,9 +88,9 @@ def bench_organism(name: str, args, work: Path) -> dict:
             t_hyb, n_hyb, e_hyb = _run(hybrid, judge, prompts, method, args.budget, work, f"{name}-{method}-hybrid")
             side = []
             for p, a, b in zip(prompts, e_loop, e_hyb):
-                overlap = max(a.interval[0], b.interval[0]) <= min(a.interval[1], b.interval[1])
-                side.append({"prompt": p.id, "truth": org.rate(p.id), "loop": [a.rate, *a.interval],
-                             "hybrid": [b.rate, *b.interval], "agree": overlap})
+                overlap = bool(max(a.interval[0], b.interval[0]) <= min(a.interval[1], b.interval[1]))
+                side.append({"prompt": p.id, "truth": org.rate(p.id), "loop": [float(x) for x in (a.rate, *a.interval)],
+                             "hybrid": [float(x) for x in (b.rate, *b.interval)], "agree": overlap})
             out["methods"][method] = {
                 "loop_rollouts_per_s": n_loop / t_loop, "hybrid_rollouts_per_s": n_hyb / t_hyb,
                 "speedup": (n_hyb / t_hyb) / (n_loop / t_loop), "loop_seconds": t_loop, "hybrid_seconds": t_hyb,
