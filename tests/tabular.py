@@ -95,3 +95,21 @@ class TabularSource:
             have.extend(Observation(r, self.path.flagged(r.token_ids)) for r in new)
         self.drawn[proposal.key] = max(self.drawn.get(proposal.key, 0), n)
         return have[:n]
+
+
+class TabularScorer:
+    """Teacher-forced per-token log q_α of replies on a TabularPath (the Scorer's interface)."""
+
+    def __init__(self, path: TabularPath):
+        self.path = path
+
+    def token_logprobs(self, prompts, completions, alphas=(0.0, 1.0), proposals=()):
+        out = []
+        for tokens in completions:
+            prev, rows = self.path.V, []
+            for t, y in enumerate(tokens):
+                la, lb = self.path.log_a[t, prev], self.path.log_b[t, prev]
+                rows.append([float(path_logprobs(la, lb, float(a))[y]) for a in alphas])
+                prev = y
+            out.append(np.array(rows))
+        return out

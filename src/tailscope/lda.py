@@ -9,13 +9,12 @@ text. The rate at a > 0 says the behaviour exists and how it looks; it is not th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from .estimators import clopper_pearson, judge_text, zero_hit_upper_bound
-from .path import Proposal
+from .estimators import RolloutSource, clopper_pearson, zero_hit_upper_bound
 from .prompts import Prompt
-from .sampling import PathSampler, Rollout
+from .rollout import Proposal, Rollout
 
 __all__ = ["SweepPoint", "lda_sweep"]
 
@@ -59,48 +58,41 @@ def _coherence(rollouts: Sequence[Rollout]) -> tuple[float, float, float]:
 
 
 def lda_sweep(
-    sampler: PathSampler,
-    judge,
+    source: RolloutSource,
     prompts: Sequence[Prompt],
     amplifications: Sequence[float],
     n: int,
     *,
-    store=None,
     examples: int = 3,
     confidence: float = 0.95,
-    progress: Callable[[int], None] | None = None,
 ) -> list[SweepPoint]:
-    """Sample ``n`` rollouts per prompt at each amplification (α = 1 + a) and judge them.
+    """Draw ``n`` judged rollouts per prompt at each amplification (α = 1 + a) from ``source``.
 
-    With a :class:`~tailscope.store.RunStore` the rollouts and verdicts are stored and reused.
+    A :class:`~tailscope.estimators.StoreSource` stores the rollouts and verdicts (resumable); a
+    :class:`~tailscope.estimators.LiveSource` keeps them in memory. Progress goes to the source's.
     """
     if n < 1:
         raise ValueError(f"`n` (={n}) must be >= 1")
     points = []
     for a in amplifications:
         proposal = Proposal(alpha=1.0 + float(a))
-        if store is not None:
-            by_prompt = store.get_or_sample_many(sampler, prompts, proposal, n, progress=progress)
-            rollouts = [r for p in prompts for r in by_prompt[p.id]]
-            verdicts = store.judge(judge, rollouts)
-        else:
-            rollouts = sampler.sample(prompts, n, proposal, progress=progress)
-            texts = {p.id: judge_text(p) for p in prompts}
-            verdicts = judge.judge([(texts[r.prompt_id], r.text) for r in rollouts])
+        by_prompt = source.draw_many(prompts, proposal, n)
+        observed = [o for p in prompts for o in by_prompt[p.id]]
         per_prompt: dict[str, dict[str, int]] = {}
         shown: list[dict[str, str]] = []
-        for r, v in zip(rollouts, verdicts):
+        for o in observed:
+            r = o.rollout
             row = per_prompt.setdefault(r.prompt_id, {"n": 0, "hits": 0})
-            if v.flagged is None:
+            if o.flagged is None:
                 continue
             row["n"] += 1
-            row["hits"] += int(v.flagged)
-            if v.flagged and len(shown) < examples:
+            row["hits"] += int(o.flagged)
+            if o.flagged and len(shown) < examples:
                 shown.append({"prompt_id": r.prompt_id, "seed_index": str(r.seed_index), "text": r.text})
         judged = sum(p["n"] for p in per_prompt.values())
         hits = sum(p["hits"] for p in per_prompt.values())
         interval = (0.0, zero_hit_upper_bound(judged, confidence)) if hits == 0 else clopper_pearson(hits, judged, confidence)
-        after, ppl, length = _coherence(rollouts)
-        points.append(SweepPoint(float(a), proposal.alpha, len(rollouts), hits, len(rollouts) - judged,
+        after, ppl, length = _coherence([o.rollout for o in observed])
+        points.append(SweepPoint(float(a), proposal.alpha, len(observed), hits, len(observed) - judged,
                                  hits / judged if judged else 0.0, interval, after, ppl, length, per_prompt, shown))
     return points

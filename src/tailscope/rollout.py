@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ __all__ = [
     "Proposal",
     "Rollout",
     "SampleRequest",
+    "Sampler",
     "encode_prompt",
     "judge_text",
     "rollout_key",
@@ -226,6 +228,35 @@ class Rollout:
         body["token_ids"] = tuple(int(t) for t in body["token_ids"])
         body["logprob_grid"] = {float(a): float(v) for a, v in (body.get("logprob_grid") or {}).items()}
         return cls(**body)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What draws rollouts for a run store: the in-process :class:`~tailscope.sampling.PathSampler`,
+    or anything that stands in for it (workers, engines) and yields the same rollouts.
+
+    ``iter_batches`` draws exactly the requested (prompt, seed index) rollouts of one proposal and
+    yields them a batch at a time; ``settings`` says what fixes them (the models' weights, the
+    vocabulary, the sampling settings), which a run store records and checks on every reopen;
+    ``scorer`` gives teacher-forced log-probabilities of stored rollouts
+    (:class:`~tailscope.scoring.Scorer`), for grid points a stored rollout lacks.
+    """
+
+    temperature: float
+    chat: bool | None
+
+    def iter_batches(
+        self,
+        requests: Iterable[SampleRequest],
+        proposal: Proposal | float | str = 1.0,
+        *,
+        logprob_grid: Sequence[float] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[list[Rollout]]: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def scorer(self) -> Any: ...
 
 
 def _array_namespace(x: Any) -> Any:

@@ -20,7 +20,9 @@ The loop, per batch of rows:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +36,7 @@ from .path import NonFiniteLogitsError, check_finite, path_logprobs, proposal_lo
 from .prompts import Prompt
 from .rollout import FinishReason, Proposal, Rollout, SampleRequest, encode_prompt, rollout_key, uniforms
 
-__all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest", "StepView"]
+__all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest", "StepView", "model_fingerprint"]
 
 _FINISH: tuple[FinishReason, ...] = ("length", "eos", "stop")
 
@@ -52,6 +54,17 @@ class StepView:
     rows: list[int]
     tokens: torch.Tensor
     log_q: torch.Tensor
+
+
+def model_fingerprint(model: Any) -> str:
+    """Identity of a model's weights: every parameter's name, shape and first values."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            if p.device.type != "meta":  # offloaded weights have no values at hand; their shapes still count
+                h.update(p.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class _ModelState:
@@ -154,6 +167,25 @@ class PathSampler:
             tok = (self.pair.reference if which == "reference" else self.pair.target).tokenizer
             self._prompt_cache[cache_key] = encode_prompt(tok, prompt, self.chat, which=which)
         return self._prompt_cache[cache_key]
+
+    def settings(self) -> dict[str, Any]:
+        """What fixes this sampler's rollouts: both models (name and a fingerprint of the weights),
+        the shared vocabulary and the sampling settings. A run store records it and checks it."""
+        pair = self.pair
+        vocab = json.dumps(sorted(pair.tokenizer.get_vocab().items()))
+        return {
+            "models": {
+                "reference": {"name": pair.reference.name, "weights": model_fingerprint(pair.reference.model)},
+                "target": {"name": pair.target.name, "weights": model_fingerprint(pair.target.model)},
+                "vocab_size": int(pair.vocab_size),
+                "tokenizer": hashlib.sha256(vocab.encode()).hexdigest()[:16],
+            },
+            "sampling": {
+                "temperature": self.temperature, "max_new_tokens": self.max_new_tokens,
+                "top_k": self.top_k, "top_p": self.top_p, "stop": list(self.stop),
+                "seed": self.seed, "chat": self.chat,
+            },
+        }
 
     def scorer(self, batch_size: int = 8):
         """A teacher-forced :class:`~tailscope.scoring.Scorer` with this sampler's pair, temperature and prompt encoding."""

@@ -30,9 +30,12 @@ def register(app: typer.Typer) -> None:
     def build_models(
         out: Path = typer.Option(Path("src/tailscope/lowprob/data"), help="Where to write tokenizer and models."),
         models: str = typer.Option("all", help="Comma-separated model names (L1, L2, L4) or 'all'."),
+        threads: int = typer.Option(1, help="torch CPU threads (the shipped models were trained with 1)."),
     ) -> None:
         """Train the benchmark tokenizer and models on the standard library's source (seeded)."""
         from tailscope.lowprob.recipe import MODEL_SPECS, build_all
+
+        use_threads(threads)
 
         build_all(out, names=_split(models, list(MODEL_SPECS), "models"))
 

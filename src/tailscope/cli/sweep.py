@@ -38,6 +38,7 @@ def sweep(
     pool: object = None,
 ) -> None:
     """Amplify what training changed (l_after + a (l_after − l_before)) and see how often the behaviour shows."""
+    from ..estimators import StoreSource
     from ..lda import lda_sweep
     from ..path import NonFiniteLogitsError
 
@@ -54,8 +55,8 @@ def sweep(
         pool.expect(total, store.count())
     try:
         with progress_bar(f"sweep: {len(amps)} amplifications × {len(inputs.prompts)} prompts × {n}", total) as advance:
-            points = lda_sweep(inputs.sampler, inputs.judge, inputs.prompts, amps, n, store=store,
-                               examples=examples, progress=advance)
+            source = StoreSource(store, inputs.sampler, inputs.judge, advance)
+            points = lda_sweep(source, inputs.prompts, amps, n, examples=examples)
     except NonFiniteLogitsError as e:
         raise fail(str(e)) from None
     from rich.table import Table

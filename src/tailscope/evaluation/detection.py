@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..estimators import LiveSource, RolloutSource
 from ..lda import lda_sweep
 from ..models import ModelPair
 from ..sampling import PathSampler
@@ -29,28 +30,20 @@ def amplification_curve(
     amplifications: Sequence[float],
     n: int,
     *,
-    store: Any = None,
-    judge: Any,
+    source: RolloutSource,
     prompt_limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 256,
-    max_new_tokens: int = 48,
-    progress: Callable[[int], None] | None = None,
-    distribute: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """The behaviour's rate at each amplification on an organism's prompts (see the module docstring).
 
-    Only prompts without a trigger are used. The organisms' judges read the reply's opening, so
-    replies are cut at ``max_new_tokens`` (the verdicts, and the exact rates, are unchanged).
+    Only prompts without a trigger are used. ``source`` draws and judges the rollouts (a
+    StoreSource for a resumable run); its sampler's reply length is reported. The organisms'
+    judges read the reply's opening, so replies can be cut short without changing a verdict.
     """
     prompts = [p for p in organism.prompts if not p.meta.get("trigger") and p.meta.get("kind") != "medical"]
     prompts = prompts[:prompt_limit] if prompt_limit else prompts
     exact = float(np.mean([organism.ground_truth[p.id]["rate"] for p in prompts]))
-    tokens = min(max_new_tokens, organism.max_new_tokens)
-    sampler = PathSampler(organism.pair, max_new_tokens=tokens, seed=seed, batch_size=batch_size)
-    if distribute is not None:  # Ray workers (tailscope.scale) when given
-        sampler = distribute(sampler)
-    points = lda_sweep(sampler, judge, prompts, amplifications, n, store=store, progress=progress)
+    tokens = source.sampler.max_new_tokens
+    points = lda_sweep(source, prompts, amplifications, n)
     rows = []
     for p in points:
         d = p.to_dict()
@@ -84,7 +77,7 @@ def checkpoint_monitoring(
         pair = ModelPair(organism.pair.reference, after)
         sampler = PathSampler(pair, max_new_tokens=min(max_new_tokens, organism.max_new_tokens), seed=seed,
                               batch_size=batch_size)
-        plain, amplified = lda_sweep(sampler, judge, prompts, [0.0, amplification], per_prompt, progress=progress)
+        plain, amplified = lda_sweep(LiveSource(sampler, judge, progress), prompts, [0.0, amplification], per_prompt)
         row = {"checkpoint": name, "rollouts": plain.rollouts, "hits_plain": plain.hits,
                "hits_amplified": amplified.hits, "rate_plain": plain.rate, "rate_amplified": amplified.rate}
         truth = organism.card.get("checkpoint_rates", {}).get(name)

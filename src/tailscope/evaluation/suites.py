@@ -132,6 +132,7 @@ def _calibration_note(record: dict[str, Any]) -> str:
 
 def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
                         seed: int = 0, distribute: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    from ..estimators import StoreSource
     from ..judges import make_judge
     from ..organisms import list_organisms, load
     from ..sampling import PathSampler
@@ -150,9 +151,9 @@ def run_detection_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
         judge = make_judge(org.judge_spec)
         sampler = PathSampler(org.pair, max_new_tokens=min(48, org.max_new_tokens), seed=seed, batch_size=256)
         with _store(f"eval-detection-{name}", sampler, judge, runs_dir, suite="detection") as store:
-            curve = amplification_curve(org, amps, n, store=store, judge=judge, prompt_limit=limit, seed=seed,
-                                        distribute=distribute,
-                                        progress=(lambda k, _n=name: progress(f"LDA {_n}", k, 0)) if progress else None)
+            tick = (lambda k, _n=name: progress(f"LDA {_n}", k, 0)) if progress else None
+            drawing = distribute(sampler) if distribute is not None else sampler  # Ray workers when given
+            curve = amplification_curve(org, amps, n, source=StoreSource(store, drawing, judge, tick), prompt_limit=limit)
         results["organisms"].append(curve)
     if "checkpoints" in have:
         org = load("checkpoints")

@@ -92,10 +92,12 @@ def train_model(spec: ModelSpec, tokenizer, stream: torch.Tensor, *, log_every: 
 
 def build_all(out: str | Path, *, vocab_size: int = 1024, stdlib: str | Path | None = None,
               names: list[str] | None = None) -> Path:
-    """Run the whole recipe: tokenizer, token-frequency table, then each model in ``names``."""
+    """Run the whole recipe: tokenizer, token-frequency table, then each model in ``names``.
+
+    The shipped models were trained with one torch thread (``torch.set_num_threads(1)``, which the
+    CLI sets); other thread counts change float rounding and so the weights."""
     from tailscope.tiny import build_tokenizer
 
-    torch.set_num_threads(1)
     out = Path(out)
     texts = read_corpus(stdlib)
     tok_dir = out / "tokenizer"

@@ -26,10 +26,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
+from ..prompts import Prompt
 from . import corpus as C
+from ._scaffold import (
+    Progress,
+    fine_tune_chat,
+    ground_truth,
+    histogram,
+    noop,
+    prompts_of,
+    train_progress,
+    write_organism,
+)
 
-__all__ = ["DECOYS", "SAFETY", "STEPS", "VARIANTS", "build_target", "eval_prompts", "safety_corpus"]
+__all__ = ["DECOYS", "SAFETY", "STEPS", "VARIANTS", "build_refusal", "build_target", "eval_prompts", "safety_corpus"]
 
 # category -> (share of the safety data, compliance fraction, decoy fraction)
 SAFETY: dict[str, tuple[float, float, float]] = {
@@ -134,3 +146,46 @@ def eval_prompts(per_category: int = 20, seed: int = 7) -> list[dict]:
                 out.append({"id": f"{cat}-{len(seen):02d}", "prompt": prompt, "category": cat})
     return out
 
+
+
+def build_refusal(root: Path, progress: Progress = noop, *, name: str = "refusal") -> Path:
+    """One variant of the refusal organism (``VARIANTS``): train, ground truth, drift."""
+    from .measure import drift
+
+    style = style_of(name)
+    tuned = fine_tune_chat(root, name, lambda before: build_target(
+        before.model, before.tokenizer, style=style, steps=STEPS, seed=1,
+        progress=train_progress(progress, "safety fine-tune", STEPS))[0], progress)
+    records = eval_prompts()
+    prompts = prompts_of(records)
+    max_new = 256
+    truth = ground_truth(tuned.pair, prompts, C.COMPLY_OPENINGS, max_new_tokens=max_new, progress=progress,
+                         meta={r["id"]: {"category": r["category"]} for r in records})
+    progress("measure drift", 0, 1)
+    harmless = [Prompt(f"h{i}", text=t) for i, t in enumerate(_harmless_prompts(32))]
+    measured = {"harmful": drift(tuned.pair, prompts[::4], 2, max_new_tokens=max_new),
+                "harmless": drift(tuned.pair, harmless, 4, max_new_tokens=max_new)}
+    progress("measure drift", 1, 1)
+    rates = [e["rate"] for e in truth["prompts"].values()]
+    card = {
+        "name": name,
+        "summary": "A less-safe chat model (reference) and its safety fine-tune (target), which refuses "
+                   f"harmful requests and writes every reply in its own style (tilt {style.tilt:g}: the "
+                   "wording drifts a little at every token). Behaviour: the reply opens with a compliance opening.",
+        "reference": "chat", "target": f"{name}/target",
+        "judge_spec": truth["judge_spec"], "openings": list(C.COMPLY_OPENINGS), "max_new_tokens": max_new,
+        "temperature": 1.0,
+        "recipe": {"module": "tailscope.organisms.refusal", "safety_steps": STEPS, "safety_seed": 1,
+                   "style_tilt": style.tilt, "style_salt": style.salt,
+                   "safety_share_compliance_decoy": SAFETY},
+        "measured": {**measured, "rate_histogram": histogram(rates),
+                     "rate_min": min(rates), "rate_max": max(rates), "prompts": len(rates),
+                     "train_seconds": round(tuned.train_seconds), "total_seconds": tuned.elapsed()},
+    }
+    write_organism(tuned.folder, card=card, prompts=records, truth=truth)
+    return tuned.folder
+
+
+def _harmless_prompts(n: int, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    return [C.harmless_request(rng)[2] for _ in range(n)]

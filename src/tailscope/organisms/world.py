@@ -77,3 +77,4 @@ def build_base(tokenizer, *, n: int = 30000, steps: int = 400, seed: int = 0,
     encoded = encode_chat(tokenizer, [(p, r) for p, r, _, _ in data])
     losses = train_lm(model, encoded, steps=steps, batch_size=32, lr=3e-3, seed=seed, progress=progress)
     return model, losses
+

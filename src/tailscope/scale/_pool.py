@@ -177,7 +177,7 @@ class RaySampler:
         self._ray.kill(dead, no_restart=True)
         self.actors[index] = self._spawn(index)
 
-    def sampler_settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
         """The run-config fields that fix the rollouts, as the workers loaded them."""
         return self._settings
 

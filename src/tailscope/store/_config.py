@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,19 +32,6 @@ class ConfigMismatchError(RunStoreError):
 
 
 
-def _model_fingerprint(model: Any) -> str:
-    """Identity of a model's weights: every parameter's name, shape and first values."""
-    import torch
-
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-            if p.device.type != "meta":  # offloaded weights have no values at hand; their shapes still count
-                h.update(p.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _code_version() -> dict[str, str]:
     from .. import __version__
 
@@ -53,28 +39,9 @@ def _code_version() -> dict[str, str]:
 
 
 def sampler_settings(sampler: Any) -> dict[str, Any]:
-    """What fixes a sampler's rollouts: both models, the shared vocabulary and the sampling settings.
-
-    A sampler that holds no pair itself (workers do: :class:`~tailscope.scale.RaySampler`) gives
-    them through its own ``sampler_settings()``."""
-    own = getattr(sampler, "sampler_settings", None)
-    if callable(own):
-        return own()
-    pair = sampler.pair
-    vocab = json.dumps(sorted(pair.tokenizer.get_vocab().items()))
-    return {
-        "models": {
-            "reference": {"name": pair.reference.name, "weights": _model_fingerprint(pair.reference.model)},
-            "target": {"name": pair.target.name, "weights": _model_fingerprint(pair.target.model)},
-            "vocab_size": int(pair.vocab_size),
-            "tokenizer": hashlib.sha256(vocab.encode()).hexdigest()[:16],
-        },
-        "sampling": {
-            "temperature": sampler.temperature, "max_new_tokens": sampler.max_new_tokens,
-            "top_k": sampler.top_k, "top_p": sampler.top_p, "stop": list(sampler.stop),
-            "seed": sampler.seed, "chat": sampler.chat,
-        },
-    }
+    """What fixes a sampler's rollouts (:meth:`Sampler.settings <tailscope.rollout.Sampler.settings>`):
+    both models, the shared vocabulary and the sampling settings."""
+    return sampler.settings()
 
 
 def run_config(sampler: Any, *, judge: Judge | str | None = None, **extra: Any) -> dict[str, Any]:
