@@ -54,7 +54,7 @@ def test_one_and_two_workers_give_the_in_process_bits(cluster, organism, local):
             assert sum(s["rollouts"] for s in stats) == len(requests)
             if workers == 2:
                 assert all(s["units"] > 0 for s in stats)  # both workers took part
-            assert pool.sampler_settings()["models"] == run_config(local)["models"]
+            assert pool.settings()["models"] == run_config(local)["models"]
 
 
 def test_estimates_through_the_store_match(cluster, organism, local, tmp_path):

@@ -13,14 +13,13 @@ simply sampled again elsewhere; it is yielded once, when it finishes, so nothing
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._scorer import RemoteScorer
-from ._spec import PairSpec, SamplerSettings, WorkerError, WorkerLoadError, require_ray
+from ._spec import PairSpec, SamplerSettings, WorkerError, WorkerLoadError, remote_cause, require_ray
 from ._worker import SamplerWorker
 
 __all__ = ["RaySampler", "WorkerStats", "start_ray"]
@@ -68,13 +67,6 @@ def _lost_worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
     names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError",
              "OwnerDiedError", "LocalRayletDiedError")
     return tuple(getattr(ex, n) for n in names if hasattr(ex, n))
-
-
-def _cause(error: BaseException) -> BaseException:
-    """The exception raised on the worker (a WorkerLoadError, a NonFiniteLogitsError, ...), without
-    Ray's wrapper and remote traceback, so a person reads one line."""
-    cause = getattr(error, "cause", None)
-    return cause if isinstance(cause, Exception) else error
 
 
 class RaySampler:
@@ -160,7 +152,7 @@ class RaySampler:
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as e:
-            raise _cause(e) from None
+            raise remote_cause(e) from None
         except self._lost as e:
             raise WorkerLoadError(f"worker {index} died while loading {self.spec.reference!r} and "
                                   f"{self.spec.target!r} (out of memory?): {type(e).__name__}") from None
@@ -228,7 +220,7 @@ class RaySampler:
                     retry.append((unit, chunk))
                     continue
                 except self._ray.exceptions.RayTaskError as e:  # the unit itself failed: the worker's own error
-                    raise _cause(e) from None
+                    raise remote_cause(e) from None
                 stats = self.stats[slot]
                 stats.units, stats.rollouts, stats.seconds = stats.units + 1, stats.rollouts + len(batch), \
                     stats.seconds + seconds

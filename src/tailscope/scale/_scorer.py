@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ._spec import remote_cause
+
 __all__ = ["RemoteScorer"]
 
 
@@ -53,9 +55,7 @@ class RemoteScorer:
                 except pool._lost:
                     pool._replace(slot, actor)
                 except pool._ray.exceptions.RayTaskError as e:
-                    from ._pool import _cause
-
-                    raise _cause(e) from None
+                    raise remote_cause(e) from None
         return [t for j in range(len(parts)) for t in results[j]]
 
     def score(self, prompts: Sequence[Any], completions: Sequence[Sequence[int]],

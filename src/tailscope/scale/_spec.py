@@ -89,3 +89,10 @@ class SamplerSettings:
         d = asdict(self)
         d["stop"] = tuple(d["stop"])
         return d
+
+
+def remote_cause(error: BaseException) -> BaseException:
+    """The exception raised on the worker (a WorkerLoadError, a NonFiniteLogitsError, ...), without
+    Ray's wrapper and remote traceback, so a person reads one line."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
