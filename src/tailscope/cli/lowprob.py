@@ -30,9 +30,11 @@ def register(app: typer.Typer) -> None:
     def build_models(
         out: Path = typer.Option(Path("src/tailscope/lowprob/data"), help="Where to write tokenizer and models."),
         models: str = typer.Option("all", help="Comma-separated model names (L1, L2, L4) or 'all'."),
-        threads: int = typer.Option(1, help="torch CPU threads (the shipped models were trained with 1)."),
+        threads: Optional[int] = opt.threads(),
     ) -> None:
-        """Train the benchmark tokenizer and models on the standard library's source (seeded)."""
+        """Train the benchmark tokenizer and models on the standard library's source (seeded).
+
+        The shipped models were trained with `--threads 1`, which reproduces them to the last digit."""
         from tailscope.lowprob.recipe import MODEL_SPECS, build_all
 
         use_threads(threads)

@@ -83,7 +83,8 @@ def build_cmd(
 ) -> None:
     """Rebuild an organism from its recipe (fixed seeds): train, save fp16 weights, compute ground truth.
 
-    `all` rebuilds every organism from scratch, the shared chat model first, and prints the time of each."""
+    `all` rebuilds every organism from scratch, the shared chat model first, and prints the time of each.
+    The shipped files were built with `--threads 1`, which reproduces them to the last digit."""
     import time
 
     from tailscope.organisms.build import BUILD_ORDER, build
