@@ -41,6 +41,18 @@ def _proposal_key(proposal: Proposal | str | float) -> str:
     return Proposal.parse(proposal).key
 
 
+def _where(prompt_id: str | None, proposal: Proposal | str | float | None, n: int | None = None, *,
+           table: str = "") -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) selecting rollouts of a prompt, a proposal, seed indices below n."""
+    where, args = [], []
+    for column, value in (("prompt_id", prompt_id), ("proposal", None if proposal is None else _proposal_key(proposal)),
+                          ("seed_index", None if n is None else int(n))):
+        if value is not None:
+            where.append(f"{table}{column} {'<' if column == 'seed_index' else '='} ?")
+            args.append(value)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _prompt_record(p: Prompt) -> str:
     return json.dumps({"id": p.id, "text": p.text, "messages": p.messages, "meta": p.meta}, default=_to_json)
 
@@ -136,17 +148,7 @@ class RolloutsPart:
     ) -> list[Rollout]:
         """Stored rollouts (with every stored grid point), ordered by prompt, proposal, seed index;
         ``n`` keeps seed indices below n."""
-        where, args = [], []
-        if prompt_id is not None:
-            where.append("r.prompt_id = ?")
-            args.append(prompt_id)
-        if proposal is not None:
-            where.append("r.proposal = ?")
-            args.append(_proposal_key(proposal))
-        if n is not None:
-            where.append("r.seed_index < ?")
-            args.append(int(n))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(prompt_id, proposal, n, table="r.")
         grids: dict[int, dict[float, float]] = {}
         for rid, alpha, lp in self._conn.execute(
                 f"SELECT g.rollout_id, g.alpha, g.logprob FROM grid g JOIN rollouts r ON r.id = g.rollout_id "
@@ -162,14 +164,7 @@ class RolloutsPart:
 
     def count(self, prompt_id: str | None = None, proposal: Proposal | str | float | None = None) -> int:
         """Number of stored rollouts (of a prompt, of a proposal)."""
-        where, args = [], []
-        if prompt_id is not None:
-            where.append("prompt_id = ?")
-            args.append(prompt_id)
-        if proposal is not None:
-            where.append("proposal = ?")
-            args.append(_proposal_key(proposal))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(prompt_id, proposal)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM rollouts {clause}", args).fetchone()[0])
 
     def get_or_sample(
