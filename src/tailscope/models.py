@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "CheckpointMismatchError",
     "LoadedModel",
     "ModelPair",
     "TokenizerMismatchError",
@@ -30,6 +31,10 @@ __all__ = [
 
 class TokenizerMismatchError(ValueError):
     """The two models of a pair do not share one tokenizer."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not fill the model its config describes (some would be random)."""
 
 
 @dataclass
@@ -144,10 +149,17 @@ def load_model(
         raise FileNotFoundError(f"{spec} exists but holds no config.json: not a transformers checkpoint")
 
     tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    model = AutoModelForCausalLM.from_pretrained(
+    model, info = AutoModelForCausalLM.from_pretrained(
         source, dtype=torch_dtype, use_safetensors=None if gguf_file else _prefers_safetensors(source),
-        **common,
+        output_loading_info=True, **common,
     )
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        # transformers fills missing weights with random ones and only logs it: a model that samples noise
+        raise CheckpointMismatchError(
+            f"{spec}: {len(missing)} weights of the {type(model).__name__} its config.json describes are not in the "
+            f"checkpoint (e.g. {missing[0]}), so they would be random; check that config.json belongs to these weights"
+        )
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
