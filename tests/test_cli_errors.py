@@ -153,3 +153,15 @@ def test_a_method_that_cannot_work_says_so_and_names_the_command_that_fits(tmp_p
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "model before training" in text and "tailscope sweep --organism backdoor" in text
+
+
+def test_a_config_that_does_not_fit_its_weights(tiny_dirs, prompt_file, tmp_path):
+    # a BERT config beside llama weights: transformers would build a BERT with random weights
+    from transformers import BertConfig
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tiny_dirs["tgt"], mixed)
+    BertConfig(vocab_size=352, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=32).save_pretrained(mixed)
+    line = _error_line(_estimate(tiny_dirs, prompt_file, tmp_path, target=mixed))
+    assert "would be random" in line and "config.json" in line
