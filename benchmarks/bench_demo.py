@@ -6,6 +6,10 @@ stores with one torch thread, for the ratio. Writes benchmarks/results/demo.json
 `bench:demo` block is rendered from it. Run it on an idle machine:
 
     flock -x /work/cpu.lock python benchmarks/bench_demo.py
+
+``--loaded`` measures the other case, a machine that other jobs share: a smaller demo (2 prompts,
+100 rollouts each) from empty run stores, once with the thread count the CLI chooses and once with
+one thread per core, in this checkout; it writes benchmarks/results/demo_loaded.json.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "demo.json")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary clone.")
+    parser.add_argument("--loaded", action="store_true", help="Measure the thread choice on a shared machine.")
     args = parser.parse_args()
+    if args.loaded:
+        return loaded(args.out.with_name("demo_loaded.json"))
 
     from tailscope.cli._common import _busy_cores
 
@@ -73,6 +80,35 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def loaded(out: Path) -> None:
+    from tailscope.cli._common import _busy_cores, choose_threads
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    busy = _busy_cores(1.0)
+    chosen, _ = choose_threads(None)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "TAILSCOPE_THREADS")}
+    work = Path(tempfile.mkdtemp(prefix="tailscope-demo-loaded-"))
+    tailscope = str(Path(sys.executable).parent / "tailscope")
+    small = ["demo", "--limit", "2", "--budget", "100"]
+    times = {}
+    for label, threads in (("chosen", []), ("all_cores", ["--threads", str(cores)])):
+        times[label] = _timed([tailscope, *small, *threads, "--runs-dir", f"runs-{label}", "--out", f"rep-{label}"],
+                              work, env, work / "log.txt")
+    said = re.search(r"done in \d+ s \((\d+) torch thread", (work / "log.txt").read_text())
+    chosen = int(said.group(1)) if said else chosen  # what the demo itself chose
+    result = {"command": "python benchmarks/bench_demo.py --loaded", "demo": " ".join(small),
+              "chosen_threads": chosen, "chosen_s": round(times["chosen"], 1),
+              "all_cores_threads": cores, "all_cores_s": round(times["all_cores"], 1),
+              "all_cores_vs_chosen": round(times["all_cores"] / times["chosen"], 2),
+              "machine": {"cores": cores, "busy_cores_at_start": round(busy, 2), "busy_cores_at_end": round(_busy_cores(1.0), 2),
+                          "torch": torch.__version__}}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,14 @@ def test_sweep_reports_rates_and_coherence(tiny_dirs, prompt_file, tmp_path):
         "--runs-dir", str(tmp_path / "runs"), "--json", str(tmp_path / "s.json"),
     ])
     assert result.exit_code == 0, result.output
-    points = json.loads((tmp_path / "s.json").read_text())["points"]
+    payload = json.loads((tmp_path / "s.json").read_text())
+    points = payload["points"]
     assert [p["alpha"] for p in points] == [1.0, 2.0, 5.0]
+    report = CliRunner().invoke(app, ["report", payload["run"], "--runs-dir", str(tmp_path / "runs"),
+                                      "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Logit diff amplification" in page and "data:image/png;base64" in page
     assert all(p["rollouts"] == 16 and p["interval"][0] <= p["rate"] <= p["interval"][1] for p in points)
     assert all(p["logprob_after_per_token"] < 0 for p in points)
 
