@@ -91,10 +91,10 @@ def abliterate(
 @contextlib.contextmanager
 def _candidate_bar() -> Iterator[Callable[[int, int], None]]:
     """A progress bar whose total (the number of candidates) is learnt from the first update."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("scoring candidate directions", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
