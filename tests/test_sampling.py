@@ -10,7 +10,8 @@ import torch
 
 from tailscope.models import ModelPair
 from tailscope.path import NonFiniteLogitsError, Proposal, path_logprobs
-from tailscope.sampling import PathSampler, encode_prompt, rollout_key, uniforms
+from tailscope.sampling import PathSampler, SampleRequest, encode_prompt, rollout_key, uniforms
+from tailscope.scoring import Scorer
 
 
 def _sampler(pair, **kw):
@@ -222,3 +223,22 @@ def test_store_keeps_an_unknown_reference_logprob(tiny_pair, prompts, tmp_path):
     assert long and all(math.isnan(r.logprob_reference) for r in long)
     assert [r.token_ids for r in again] == [r.token_ids for r in got]
     assert all(math.isnan(a.logprob_reference) == math.isnan(b.logprob_reference) for a, b in zip(again, got))
+
+
+def test_on_step_hook_can_end_rows_without_changing_the_others(tiny_pair, prompts):
+    sampler = _sampler(tiny_pair, max_new_tokens=10)
+    plain = sampler.sample(prompts, 2, 1.5)
+    seen: list[tuple[int, list[int]]] = []
+
+    def hook(view):
+        seen.append((view.step, list(view.rows)))
+        return [1] if view.step == 2 else None
+
+    hooked = [r for b in sampler.iter_batches([SampleRequest(p, i) for p in prompts for i in range(2)], 1.5,
+                                              on_step=hook) for r in b]
+    cut = hooked[1]
+    assert cut.finish_reason == "stop" and cut.token_ids == plain[1].token_ids[:3]
+    assert all(1 not in rows for step, rows in seen if step > 2)
+    assert [r.token_ids for k, r in enumerate(hooked) if k != 1] == [r.token_ids for k, r in enumerate(plain) if k != 1]
+    full = Scorer(tiny_pair).score([prompts[0]], [cut.token_ids], alphas=[1.5])[0, 0]
+    assert cut.logprob == pytest.approx(float(full), abs=1e-4)

@@ -48,6 +48,9 @@ class StepView:
     ``rows`` are the batch's request indices that drew a token at this step, ``tokens`` their
     tokens, ``log_q`` the distribution each was drawn from, shape (len(rows), V). Read-only: the
     loop reuses nothing from it, and a hook must not modify the tensors.
+
+    A hook may return request indices (of ``rows``) to end after this step's token, with finish
+    reason ``stop``: a server ends each request at its own limit or stop string inside one batch.
     """
 
     step: int
@@ -227,7 +230,7 @@ class PathSampler:
         *,
         logprob_grid: Sequence[float] = (),
         progress: Callable[[int], None] | None = None,
-        on_step: Callable[[StepView], None] | None = None,
+        on_step: Callable[[StepView], Iterable[int] | None] | None = None,
     ) -> Iterator[list[Rollout]]:
         """Yield rollouts a batch at a time (so a caller can store each batch as it lands).
 
@@ -250,7 +253,7 @@ class PathSampler:
 
     @torch.no_grad()
     def _sample_batch(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...],
-                      on_step: Callable[[StepView], None] | None = None) -> list[Rollout]:
+                      on_step: Callable[[StepView], Iterable[int] | None] | None = None) -> list[Rollout]:
         device, T = self.pair.device, self.temperature
         distinct: dict[str, int] = {}
         for r in chunk:
@@ -309,8 +312,7 @@ class PathSampler:
                 for j, moved in enumerate(grid_proposals):
                     col = proposal_logprobs(log_a, log_b, moved, step, T, target=q_b).gather(-1, pick).squeeze(-1)
                     lp_grid[idx, j] += col[active].double()
-            if on_step is not None:
-                on_step(StepView(step, idx.tolist(), nxt[active], q[active]))
+            ended_by_hook = on_step(StepView(step, idx.tolist(), nxt[active], q[active])) if on_step else None
 
             # record the token; stop rows at EOS or a stop string
             tokens[idx, step] = nxt[active]
@@ -324,6 +326,12 @@ class PathSampler:
                     if self._hit_stop(tokens[i, : int(length[i])].tolist()):
                         finish[i] = 2
                         active[row] = False
+            if ended_by_hook:
+                hook_ends = torch.zeros(n, dtype=torch.bool, device=device)
+                hook_ends[list(ended_by_hook)] = True
+                hit = hook_ends[live] & active
+                finish[live[hit]] = 2
+                active &= ~hit
             remaining = int(active.sum())
             if remaining == 0 or step == self.max_new_tokens - 1:
                 break
