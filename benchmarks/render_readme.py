@@ -205,6 +205,23 @@ def demo_table(data: dict) -> str:
 
 
 # each table reads the full run's results, or the fast run's when there is no full one
+def serve_table(data: dict) -> str:
+    s, c = data["sequential"], data["concurrent"]
+    rows = ["| load | requests | failed | completion tokens/s | ÷ sequential | latency p50 / p95 (s) | requests per batch |",
+            "|---|---|---|---|---|---|---|"]
+    for name, r, ratio in (("1 client, sequential", s, "1×"),
+                           (f"{c['clients']} concurrent clients × {c['requests'] // c['clients']} requests", c,
+                            f"**{data['ratio']:.1f}×**")):
+        rows.append(f"| {name} | {r['requests']} | {r['errors']} | {_fmt(r['tokens_per_s'])} | {ratio} | "
+                    f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} | {r['requests_per_batch']:.1f} |")
+    m = data["machine"]
+    return "\n".join(rows) + (f"\n\n`{data['command']}` — `tailscope serve --organism {data['organism']}` (α = "
+                              f"{data['alpha']:g}) in its own process, {m['cpu_threads']} torch thread, on a {m['cores']}-core CPU "
+                              f"shared with the client; the real async `openai` client ({m['openai']}) on 127.0.0.1, "
+                              f"chat requests with max_tokens {data['max_tokens']}, temperature 1, fixed seeds; both rows "
+                              "measured in one run.")
+
+
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
@@ -219,6 +236,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "workers": (("workers.json",), workers_table),
     "demo": (("demo.json",), demo_table),
     "engine": (("engine.json",), engine_table),
+    "serve": (("serve.json",), serve_table),
 }
 
 

@@ -90,8 +90,8 @@ def create_app(engine: Engine, *, api_key: str | None = None):
                               "target": engine.pair.target.name, "context_length": engine.context_length}}
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "batches": engine.batches, "waiting": engine.waiting}
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> dict[str, Any]:

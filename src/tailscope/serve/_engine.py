@@ -127,6 +127,11 @@ class Engine:
         return self
 
     @property
+    def waiting(self) -> int:
+        """Requests queued and not yet in a batch."""
+        return len(self._queue)
+
+    @property
     def running(self) -> bool:
         return self._thread is not None
 
