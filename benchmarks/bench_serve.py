@@ -35,7 +35,7 @@ ORGANISM, AMPLIFY, MAX_TOKENS = "backdoor", 1.0, 64
 def start_server(batch_size: int) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-c", "from tailscope.cli import main; main()", "serve", "--organism", ORGANISM,
-           "--amplify", str(AMPLIFY), "--port", "0", "--batch-size", str(batch_size), "--max-tokens", str(MAX_TOKENS)]
+           "--amplify", str(AMPLIFY), "--port", "0", "--batch-size", str(batch_size), "--max-new-tokens", str(MAX_TOKENS)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

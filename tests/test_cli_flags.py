@@ -38,7 +38,7 @@ OWN_MEANING = {("lowprob", "budget"), ("lowprob", "batch_size"), ("lowprob evalu
 PAIR_COMMANDS = ["sample", "sweep", "estimate"]
 PAIR_FLAGS = ["reference", "target", "organism", "prompts", "judge", "run", "runs_dir", "json", "trust_remote_code",
               "device", "dtype", "seed", "threads"]
-NO_RESULTS = {"organisms build", "lowprob build-models", "lowprob ground-truth", "runs export"}
+NO_RESULTS = {"organisms build", "lowprob build-models", "lowprob ground-truth", "runs export", "serve"}
 
 
 def _commands(cmd, path=()):

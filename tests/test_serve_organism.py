@@ -48,7 +48,7 @@ def server():
     """`tailscope serve --organism backdoor --amplify 3 --port 0` as a real process; yields its base URL."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-c", "from tailscope.cli import main; main()", "serve", "--organism", "backdoor",
-           "--amplify", "3", "--port", "0", "--max-tokens", "24", "--batch-size", "16"]
+           "--amplify", "3", "--port", "0", "--max-new-tokens", "24", "--batch-size", "16"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     url, lines, deadline = None, [], time.monotonic() + 120
     while url is None and time.monotonic() < deadline:

@@ -50,7 +50,7 @@ def _load_pair(name: str, reference: str | None, target: str | None, device: str
             raise ValueError("give both -M reference=A and -M target=B (or name a bundled organism)")
         from ..models import ModelPair
 
-        return ModelPair.load(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code), 256
+        return ModelPair.load(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code), 64
     from ..organisms import list_organisms, load
 
     if name not in list_organisms():
