@@ -149,3 +149,19 @@ def test_invalid_parameters_name_the_field(field, value):
     with pytest.raises(ServeError) as e:
         GenerationSpec(prompt=CHAT, **{field: value})
     assert e.value.status == 400 and e.value.param == field
+
+
+def test_a_default_reply_limit_is_cut_to_what_the_context_leaves(engine, tiny_pair):
+    from tailscope.sampling import encode_prompt
+
+    words = 1
+    while len(encode_prompt(tiny_pair.target.tokenizer, Prompt("x", text="hello " * (words + 1)), False)) <= 508:
+        words += 1
+    long = Prompt("long", text="hello " * words)
+    room = engine.context_length - len(encode_prompt(tiny_pair.target.tokenizer, long, False))
+    assert 1 <= room < 12
+    spec = GenerationSpec(prompt=long, n=2, max_tokens=12, seed=1)
+    with pytest.raises(ServeError):
+        run(engine.complete(spec))
+    choices = run(engine.complete(spec, fit=True)).choices
+    assert all(len(c.token_ids) <= room for c in choices)

@@ -110,11 +110,9 @@ def create_app(engine: Engine, *, api_key: str | None = None):
     async def generate(kind: str, req: CompletionRequest | ChatRequest):
         check_model(req.model)
         specs = req.specs(alpha=engine.alpha, max_tokens=engine.max_tokens)
-        if req.asked_max_tokens is None:
-            specs = [engine.fit(s) for s in specs]
         n = specs[0].n
         fmt = Formatter(kind, engine.name, specs[0].alpha, engine.token_text, specs[0].logprobs)
-        events = engine.events(*specs)
+        events = engine.events(*specs, fit=req.asked_max_tokens is None)
         if not req.stream:
             done: list[tuple[int, Any]] = []
             prompt_tokens = 0

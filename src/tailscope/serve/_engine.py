@@ -151,31 +151,39 @@ class Engine:
         self.close()
 
     # ------------------------------------------------------------------ requests
-    def prompt_tokens(self, spec: GenerationSpec) -> int:
-        """Check the prompt fits with its reply in both models' context; returns its length (target encoding)."""
+    def _checked(self, spec: GenerationSpec, fit: bool) -> tuple[GenerationSpec, int]:
+        """The request as it will run, and its prompt's length (target encoding).
+
+        Checks that the prompt and its reply fit both models' context; with ``fit`` (a reply limit
+        the client did not set), the limit is lowered to what the context leaves instead."""
         try:
             lengths = [len(encode_prompt(lm.tokenizer, spec.prompt, False, which=which))
                        for which, lm in (("reference", self.pair.reference), ("target", self.pair.target))]
         except Exception as e:  # a chat template that rejects the messages, an empty prompt, ...
             raise ServeError(400, f"the prompt cannot be encoded: {e}", param="messages") from None
-        if self.context_length is not None and max(lengths) + spec.max_tokens > self.context_length:
-            raise ServeError(400, f"the prompt is {max(lengths)} tokens and max_tokens is {spec.max_tokens}, more "
-                             f"than the model's context of {self.context_length} tokens: shorten the prompt or "
-                             "lower max_tokens", code="context_length_exceeded", param="max_tokens")
-        return lengths[1]
+        if spec.n > self.batch_size:
+            raise ServeError(400, f"`n` (={spec.n}) is more than the server decodes at once ({self.batch_size}); "
+                             "ask for fewer choices or restart the server with a larger --batch-size", param="n")
+        if self.context_length is not None:
+            room = self.context_length - max(lengths)
+            if fit and 1 <= room < spec.max_tokens:
+                spec = replace(spec, max_tokens=room)
+            if spec.max_tokens > room:
+                raise ServeError(400, f"the prompt is {max(lengths)} tokens and max_tokens is {spec.max_tokens}, more "
+                                 f"than the model's context of {self.context_length} tokens: shorten the prompt or "
+                                 "lower max_tokens", code="context_length_exceeded", param="max_tokens")
+        return spec, lengths[1]
 
-    def submit(self, spec: GenerationSpec, emit: Callable[[Event], None]) -> _Job:
+    def submit(self, spec: GenerationSpec, emit: Callable[[Event], None], *, fit: bool = False) -> _Job:
         """Queue a request; ``emit`` is called from the worker thread with each event."""
-        return self.submit_many([(spec, emit)])[0]
+        return self.submit_many([(spec, emit)], fit=fit)[0]
 
-    def submit_many(self, requests: list[tuple[GenerationSpec, Callable[[Event], None]]]) -> list[_Job]:
-        """Queue requests at once (so they share a batch where their groups allow); all or none are queued."""
-        jobs = []
-        for spec, emit in requests:
-            if spec.n > self.batch_size:
-                raise ServeError(400, f"`n` (={spec.n}) is more than the server decodes at once ({self.batch_size}); "
-                                 "ask for fewer choices or restart the server with a larger --batch-size", param="n")
-            jobs.append(_Job(spec, self.prompt_tokens(spec), emit, self))
+    def submit_many(self, requests: list[tuple[GenerationSpec, Callable[[Event], None]]], *,
+                    fit: bool = False) -> list[_Job]:
+        """Queue requests at once (so they share a batch where their groups allow); all or none are queued.
+
+        ``fit``: the requests' reply limits are defaults, to be cut to what each prompt leaves of the context."""
+        jobs = [_Job(*self._checked(spec, fit), emit, self) for spec, emit in requests]
         with self._cond:
             if self._closed and self._thread is not None:
                 raise ServeError(503, "the server is shutting down", code="unavailable")
@@ -184,7 +192,7 @@ class Engine:
         self.start()  # a stopped engine starts again on its next request
         return jobs
 
-    async def events(self, *specs: GenerationSpec) -> AsyncIterator[tuple[int, Event]]:
+    async def events(self, *specs: GenerationSpec, fit: bool = False) -> AsyncIterator[tuple[int, Event]]:
         """Queue the requests together; yield ``(k, event)`` for the k-th request as events happen.
 
         It ends when every request is done or failed; leaving the iteration early cancels them."""
@@ -193,7 +201,7 @@ class Engine:
         jobs: list[_Job] = []
         try:
             jobs = self.submit_many([(spec, lambda ev, k=k: loop.call_soon_threadsafe(queue.put_nowait, (k, ev)))
-                                     for k, spec in enumerate(specs)])
+                                     for k, spec in enumerate(specs)], fit=fit)
             open_jobs = len(jobs)
             while open_jobs:
                 k, event = await queue.get()
@@ -204,10 +212,10 @@ class Engine:
             for job in jobs:
                 job.cancel()
 
-    async def complete(self, spec: GenerationSpec) -> Completion:
+    async def complete(self, spec: GenerationSpec, *, fit: bool = False) -> Completion:
         """Every reply of one request (raises :class:`ServeError` if it failed)."""
         result = Completion()
-        async for _, event in self.events(spec):
+        async for _, event in self.events(spec, fit=fit):
             if isinstance(event, ChoiceDone):
                 result.choices.append(event.choice)
             elif isinstance(event, JobFailed):
@@ -216,18 +224,6 @@ class Engine:
                 result.prompt_tokens = event.prompt_tokens
         result.choices.sort(key=lambda c: c.index)
         return result
-
-    def fit(self, spec: GenerationSpec) -> GenerationSpec:
-        """The request with its reply limit lowered to what the context leaves (for a default limit)."""
-        if self.context_length is None:
-            return spec
-        try:
-            longest = max(len(encode_prompt(lm.tokenizer, spec.prompt, False))
-                          for lm in (self.pair.reference, self.pair.target))
-        except Exception:  # submit() reports an unencodable prompt
-            return spec
-        room = self.context_length - longest
-        return replace(spec, max_tokens=max(1, min(spec.max_tokens, room)))
 
     def _token_text(self, token_id: int) -> str:
         return self.pair.tokenizer.decode([token_id], skip_special_tokens=False)

@@ -104,9 +104,7 @@ class TailscopeAPI(ModelAPI):
         if tools:
             raise ValueError("tailscope models do not call tools: run the task without tools")
         spec, default_limit = self._spec(input, config)
-        if default_limit:
-            spec = self.engine.fit(spec)
-        result = await self.engine.complete(spec)
+        result = await self.engine.complete(spec, fit=default_limit)
         choices = [self._choice(c, spec.logprobs) for c in result.choices]
         usage = ModelUsage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens,
                            total_tokens=result.prompt_tokens + result.completion_tokens)
