@@ -222,6 +222,23 @@ def serve_table(data: dict) -> str:
                               "measured in one run.")
 
 
+def engine_table(data: dict) -> str:
+    rows = ["| organism | method | our loop (target alone past the switch) rollouts/s | hybrid (vLLM tail) rollouts/s | speedup | estimates agree "
+            "(intervals overlap) | identity gap (nats/token) |", "|---|---|---|---|---|---|---|"]
+    for org in data["results"]:
+        for method, r in org["methods"].items():
+            gap = max(r["identity"]["max_gap_scored"], r["identity"]["max_gap_sampled"])
+            agree = sum(e["agree"] for e in r["estimates"])
+            rows.append(f"| {org['organism']} | {method} | {_fmt(r['loop_rollouts_per_s'])} | "
+                        f"{_fmt(r['hybrid_rollouts_per_s'])} | **{r['speedup']:.2f}×** | "
+                        f"{agree} of {len(r['estimates'])} prompts ({org['budget_per_prompt']} rollouts each) | {gap:.1e} |")
+    m = data["machine"]
+    return "\n".join(rows) + (f"\n\n`{data['command']}` — replies of at most {data['tokens']} tokens, "
+                              f"switch after {data['switch_after']}"
+                              f" tokens; {m['engine']}; our process {m['cpu_threads']} torch threads on a 2-core "
+                              f"CPU (torch {m['torch']}); both paths measured in the same run. GPU: not measured.")
+
+
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
@@ -238,23 +255,6 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "engine": (("engine.json",), engine_table),
     "serve": (("serve.json",), serve_table),
 }
-
-
-def engine_table(data: dict) -> str:
-    rows = ["| organism | method | our loop (target alone past the switch) rollouts/s | hybrid (vLLM tail) rollouts/s | speedup | estimates agree "
-            "(intervals overlap) | identity gap (nats/token) |", "|---|---|---|---|---|---|---|"]
-    for org in data["results"]:
-        for method, r in org["methods"].items():
-            gap = max(r["identity"]["max_gap_scored"], r["identity"]["max_gap_sampled"])
-            agree = sum(e["agree"] for e in r["estimates"])
-            rows.append(f"| {org['organism']} | {method} | {_fmt(r['loop_rollouts_per_s'])} | "
-                        f"{_fmt(r['hybrid_rollouts_per_s'])} | **{r['speedup']:.2f}×** | "
-                        f"{agree} of {len(r['estimates'])} prompts ({org['budget_per_prompt']} rollouts each) | {gap:.1e} |")
-    m = data["machine"]
-    return "\n".join(rows) + (f"\n\n`{data['command']}` — replies of at most {data['tokens']} tokens, "
-                              f"switch after {data['switch_after']}"
-                              f" tokens; {m['engine']}; our process {m['cpu_threads']} torch threads on a 2-core "
-                              f"CPU (torch {m['torch']}); both paths measured in the same run. GPU: not measured.")
 
 
 def render(readme: Path = ROOT / "README.md") -> list[str]:
