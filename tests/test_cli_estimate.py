@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tailscope.cli import app
+from tailscope.estimators.tuning import calibration_split
+from tailscope.prompts import Prompt
 
 
 @pytest.fixture()
@@ -89,13 +91,16 @@ def _tuned_estimate(tiny_dirs, tmp_path, tuning: list[str], lines: int, tokens: 
 def test_estimate_is_with_a_tuned_proposal_scores_only_held_out_prompts(tiny_dirs, tmp_path):
     payload = _tuned_estimate(tiny_dirs, tmp_path, ["--method", "is", "--proposal", "tune"], 4, 4)
     held = payload["settings"]["calibration_prompts"]
-    assert held == ["p0"] and [e["prompt_id"] for e in payload["estimates"]] == ["p1", "p2", "p3"]
+    ids = ["p0", "p1", "p2", "p3"]
+    expected = [p.id for p in calibration_split([Prompt(i, text="") for i in ids], 1, seed=0)]
+    assert held == expected and [e["prompt_id"] for e in payload["estimates"]] == [i for i in ids if i not in held]
     assert all(e["settings"]["proposal"] == payload["settings"]["proposal"] for e in payload["estimates"])
 
 
 def test_estimate_mis_with_a_tuned_switch_point(tiny_dirs, tmp_path):
     payload = _tuned_estimate(tiny_dirs, tmp_path, ["--method", "mis", "--switch", "tune"], 3, 6)
-    assert payload["settings"]["calibration_prompts"] == ["p0"]
+    expected = [p.id for p in calibration_split([Prompt(i, text="") for i in ("p0", "p1", "p2")], 1, seed=0)]
+    assert payload["settings"]["calibration_prompts"] == expected
     chosen = payload["settings"]["switch_after"]
     assert chosen is None or isinstance(chosen, int)
     assert all(e["settings"]["switch_after"] == chosen and e["total_rollouts"] <= 40 for e in payload["estimates"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -159,9 +160,47 @@ def test_lpe_without_enough_points_gives_the_monotone_bound():
 
 def test_estimate_rejects_bad_intervals_and_round_trips():
     with pytest.raises(ValueError):
-        Estimate("naive", "x", 0.1, (0.2, 0.1))
+        Estimate(method="naive", prompt_id="x", rate=0.1, interval=(0.2, 0.1))
+    with pytest.raises(TypeError):
+        Estimate("naive", "x", 0.1, (0.1, 0.2))  # keyword-only
     e = naive(TabularSource(TabularPath()), PROMPT, 50)
     assert Estimate.from_dict(e.to_dict()) == e
+    assert Estimate.from_dict(dataclasses.asdict(e)) == e  # the run store's dump of the dataclass
+    old = {k: v for k, v in e.to_dict().items() if k not in {"interval_method", "interval_basis", "flags"}}
+    assert tuple(Estimate.from_dict(old).interval) == tuple(e.interval)  # records written before the interval object
+
+
+def test_intervals_unpack_and_rebuild_at_another_level(path):
+    e = naive(TabularSource(path), PROMPT, 2000)
+    assert e.hits > 0
+    low, high = e.interval
+    assert (low, high) == (e.interval.low, e.interval.high) == (e.interval[0], e.interval[1])
+    assert e.interval.confidence == e.confidence == 0.95
+    at90 = e.interval_at(0.90)
+    assert at90.confidence == 0.9 and e.interval.low < at90.low <= at90.high < e.interval.high
+    assert tuple(at90) == clopper_pearson(e.hits, 2000, 0.9)
+    assert tuple(naive(TabularSource(path), PROMPT, 2000, confidence=0.9).interval) == tuple(at90)
+    w = importance(TabularSource(path), PROMPT, 300, proposal="a=0.3")
+    assert tuple(w.interval_at(0.95)) == pytest.approx(tuple(w.interval))
+    assert w.interval_at(0.8).high < w.interval.high
+    l = lpe(TabularSource(TabularPath(vocab=4, length=2, shift=5.0, bad=1, seed=1, drift=0.0)), PROMPT, 2000,
+            bootstrap=100)
+    assert l.interval.method == "parametric bootstrap"
+    with pytest.raises(ValueError, match="rerun the estimator"):
+        l.interval_at(0.9)
+
+
+def test_estimators_are_registered_and_plugins_load_by_name(path):
+    from tailscope.estimators import estimate, estimator_names, get_estimator
+
+    assert {"naive", "is", "mis", "lpe"} <= set(estimator_names())
+    assert get_estimator("naive") is naive
+    plugged = estimate("tailscope.estimators.naive:naive", TabularSource(path), PROMPT, 50)
+    assert plugged == naive(TabularSource(path), PROMPT, 50)
+    with pytest.raises(ValueError, match="must be one of"):
+        get_estimator("magic")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        get_estimator("no.such.module:fn")
 
 
 def test_forecast_recovers_a_known_gumbel_tail():

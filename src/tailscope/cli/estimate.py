@@ -45,12 +45,15 @@ def estimate(
     pool: object = None,
 ) -> None:
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
-    from ..estimators import FAMILIES, METHODS, StoreSource, estimate as run_estimator
     from ..engines._base import EngineError
+    from ..estimators import FAMILIES, StoreSource, estimator_names, get_estimator
+    from ..estimators import estimate as run_estimator
     from ..path import NonFiniteLogitsError, Proposal
 
-    if method not in METHODS:
-        raise fail(f"--method (={method!r}) must be one of {sorted(METHODS)}")
+    try:
+        get_estimator(method)
+    except ValueError:
+        raise fail(f"--method (={method!r}) must be one of {estimator_names()} or a plug-in 'module:function'") from None
     if family is not None and family not in FAMILIES:
         raise fail(f"--family (={family!r}) must be one of {list(FAMILIES)}")
     if schedule is not None and schedule not in {"adaptive", "frontier", "fixed"}:
@@ -92,7 +95,7 @@ def estimate(
         pool.expect(budget * len(inputs.prompts), store.count())
     all_prompts = inputs.prompts
     if tuning:
-        inputs.prompts = _tune(inputs, store, calibration, budget, settings, method)
+        inputs.prompts = _tune(inputs, store, calibration, budget, settings, method, seed)
     estimates = []
     warned = False
     try:
@@ -149,32 +152,29 @@ def _with_engine(spec: str, inputs, method: str, settings: dict, proposal: str):
     return hybrid, hybrid.engine_config()
 
 
-def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: str):
-    """Set aside every k-th prompt for the search (the IS proposal, or the path's switch point);
-    return the prompts left to score."""
+def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: str, seed: int):
+    """Set aside ``calibration`` prompts (the seeded draw of ``calibration_split``) for the search
+    (the IS proposal, or the path's switch point); return the prompts left to score."""
     from ..estimators import StoreSource
-    from ..estimators.tuning import tune_proposal, tune_switch
+    from ..estimators.tuning import TUNE, calibration_split, tune_settings
     from ..prompts import PromptSet
 
     prompts = list(inputs.prompts)
-    step = len(prompts) // calibration
-    held = prompts[::step][:calibration]
+    if calibration < 1 or calibration >= len(prompts):
+        raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(prompts)})")
+    held = calibration_split(prompts, calibration, seed=seed)
     rounds = 2  # the searches' default number of cross-entropy rounds
     per_prompt = max(50, budget // 2) if method == "is" else budget
-    what = "proposal" if method == "is" else "switch point"
+    what, key = ("proposal", "proposal") if method == "is" else ("switch point", "switch_after")
     # an upper bound: a round that stays where it was reuses its rollouts
     with progress_bar(f"choosing the {what} on {len(held)} calibration prompts", rounds * len(held) * per_prompt) as bar:
         source = StoreSource(store, inputs.sampler, inputs.judge, progress=bar)
-        if method == "is":
-            search = tune_proposal(source, inputs.sampler.scorer(), held, per_prompt=per_prompt, rounds=rounds)
-            settings["proposal"] = search.proposal.key
-            chosen = proposal_label(search.proposal.key)
-        else:
-            walk = {k: v for k, v in settings.items() if k == "schedule"}
-            search = tune_switch(source, inputs.sampler.scorer(), held, budget, rounds=rounds, **walk)
-            settings["switch_after"] = chosen = search.switch_after
+        chosen, record = tune_settings(method, {**settings, key: TUNE}, source, inputs.sampler.scorer(), held, budget,
+                                       rounds=rounds)
+    settings[key] = chosen[key]
+    shown = proposal_label(chosen[key]) if method == "is" else chosen[key]
     console.print(f"{what} chosen on calibration prompts {[p.id for p in held]} "
-                  f"({search.rollouts:,} rollouts, not scored): [bold]{chosen}[/]")
+                  f"({record['rollouts']:,} rollouts, not scored): [bold]{shown}[/]")
     return PromptSet([p for p in prompts if p not in held])
 
 

@@ -22,8 +22,10 @@ from scipy.stats import chi2, norm
 
 from ..prompts import Prompt
 from ._estimate import Estimate
+from ._interval import Interval
+from ._registry import register_estimator
 from ._source import RolloutSource
-from .mis import monotone_upper_bound
+from .mis import monotone_bound_interval, monotone_upper_bound
 from .schedule import DEFAULT_GRID, summarize, walk_path
 
 __all__ = ["FAMILIES", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe"]
@@ -200,6 +202,7 @@ def fit_path(
                    tuple(int(x) for x in m), shape)
 
 
+@register_estimator("lpe")
 def lpe(
     source: RolloutSource,
     prompt: Prompt,
@@ -249,10 +252,12 @@ def lpe(
     if fit_points is not None:
         used = used[-max(fit_points, needed):]
     bound = monotone_upper_bound(points, confidence)
+    bound_interval = monotone_bound_interval({"points": [(p.hits, p.n) for p in points]}, confidence)
     if len(used) < needed:
-        return Estimate("lpe", prompt.id, 0.0, (0.0, bound), confidence, spent, hits, failed, True, settings,
-                        {"points": path, "reason": f"{len(used)} points with hits; the fit needs {needed}",
-                         "assumes": "monotone rate along the path"})
+        return Estimate(method="lpe", prompt_id=prompt.id, rate=0.0, interval=bound_interval, rollouts=spent,
+                        hits=hits, failed=failed, upper_bound_only=True, settings=settings,
+                        diagnostics={"points": path, "reason": f"{len(used)} points with hits; the fit needs {needed}",
+                                     "assumes": "monotone rate along the path"})
     a = [p.alpha for p in used]
     k = [p.hits for p in used]
     n = [p.n for p in used]
@@ -290,9 +295,10 @@ def lpe(
             z, sd = float(norm.ppf(1 - tail)), fit.shape.extrapolation_sd(a[-1])
             lo = log_rate - math.hypot(max(log_rate - lo, 0.0), z * sd)
             hi = min(log_rate + math.hypot(max(hi - log_rate, 0.0), z * sd), max(cap, log_rate))
-        interval = (float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))))
+        interval = Interval(float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))), confidence,
+                            "parametric bootstrap")
     else:
-        interval = (0.0, bound)
+        interval = bound_interval
     curve_alphas = np.linspace(min(a), 1, 21)  # the fitted range and its extrapolation, not before it
     diagnostics = {
         "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n,
@@ -300,4 +306,5 @@ def lpe(
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
         "bootstrap_used": len(draws), "monotone_bound": bound, "shape_test": shape_test,
     }
-    return Estimate("lpe", prompt.id, rate, interval, confidence, spent, hits, failed, False, settings, diagnostics)
+    return Estimate(method="lpe", prompt_id=prompt.id, rate=rate, interval=interval, rollouts=spent, hits=hits,
+                    failed=failed, settings=settings, diagnostics=diagnostics)

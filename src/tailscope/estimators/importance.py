@@ -11,15 +11,26 @@ import math
 
 import numpy as np
 
-from ..path import Proposal
+from ..rollout import Proposal
 from ..prompts import Prompt
-from ._estimate import Estimate, zero_hit_upper_bound
+from ._estimate import Estimate
+from ._interval import Interval, interval_rule, zero_hit_upper_bound
+from ._registry import register_estimator
 from ._source import RolloutSource
 from ._weights import hit_interval, weight_diagnostics
 
 __all__ = ["importance"]
 
 
+@interval_rule("zero-hit bound, scaled")
+def scaled_zero_hit_bound(basis, confidence: float) -> Interval:
+    """0 hits in n rollouts of a proposal: the exact bound on its rate times the largest weight seen."""
+    n, scale = int(basis["n"]), float(basis["scale"])
+    return Interval(0.0, min(1.0, zero_hit_upper_bound(n, confidence) * scale), confidence,
+                    "zero-hit bound, scaled", {"n": n, "scale": scale})
+
+
+@register_estimator("is")
 def importance(
     source: RolloutSource,
     prompt: Prompt,
@@ -51,12 +62,13 @@ def importance(
     if k == 0:
         worst = max(1.0, float(np.exp(log_w.max()))) if n else 1.0
         diagnostics["upper_bound_assumes_weights_at_most"] = worst
-        return Estimate("is", prompt.id, 0.0, (0.0, min(1.0, zero_hit_upper_bound(n, confidence) * worst)),
-                        confidence, spent, 0, len(obs) - n, True, settings, diagnostics)
+        return Estimate(method="is", prompt_id=prompt.id, rate=0.0,
+                        interval=scaled_zero_hit_bound({"n": n, "scale": worst}, confidence), rollouts=spent,
+                        failed=len(obs) - n, upper_bound_only=True, settings=settings, diagnostics=diagnostics)
     contrib = np.where(flagged, np.exp(np.where(flagged, log_w, -np.inf)), 0.0)
     mean = float(contrib.mean())
     se = float(contrib.std(ddof=1) / math.sqrt(n)) if n > 1 else mean
     diagnostics["standard_error"] = se
     interval = hit_interval(mean, se, min(k, diagnostics["ess_hits"]), confidence)
-    return Estimate("is", prompt.id, mean, interval, confidence, spent, k,
-                    len(obs) - n, False, settings, diagnostics)
+    return Estimate(method="is", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=k,
+                    failed=len(obs) - n, settings=settings, diagnostics=diagnostics)

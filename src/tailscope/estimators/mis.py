@@ -18,45 +18,69 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..prompts import Prompt
-from ._estimate import Estimate, clopper_pearson, zero_hit_upper_bound
+from ._estimate import Estimate
+from ._interval import Interval, clopper_pearson, interval_rule, zero_hit_upper_bound
+from ._registry import register_estimator
 from ._source import RolloutSource
-from ._weights import hit_interval
+from ._weights import hit_interval, weight_diagnostics
 from .schedule import DEFAULT_GRID, PathPoint, summarize, walk_path
 
-__all__ = ["balance_heuristic", "mis", "monotone_upper_bound"]
+__all__ = ["balance_heuristic", "mis", "mixture_log_weights", "monotone_bound_interval", "monotone_upper_bound"]
+
+
+def _monotone_bound(counts: Sequence[Sequence[int]], confidence: float) -> float:
+    bounds = []
+    for hits, n in counts:
+        if n:
+            bounds.append(zero_hit_upper_bound(n, confidence) if hits == 0
+                          else clopper_pearson(hits, n, 2 * confidence - 1)[1])
+    return min(bounds, default=1.0)
 
 
 def monotone_upper_bound(points: Sequence[PathPoint], confidence: float) -> float:
     """The smallest one-sided upper bound on a point's rate: a bound on the target's rate if the
     rate falls monotonically from the reference to the target along the path (LPE's premise)."""
-    bounds = []
-    for p in points:
-        if p.n:
-            bounds.append(zero_hit_upper_bound(p.n, confidence) if p.hits == 0
-                          else clopper_pearson(p.hits, p.n, 2 * confidence - 1)[1])
-    return min(bounds, default=1.0)
+    return _monotone_bound([(p.hits, p.n) for p in points], confidence)
 
 
-def balance_heuristic(points: Sequence[PathPoint]) -> tuple[float, float, np.ndarray]:
-    """(μ̂, standard error, per-sample contributions) of the balance-heuristic estimator."""
+@interval_rule("monotone bound")
+def monotone_bound_interval(basis, confidence: float) -> Interval:
+    """[0, the monotone upper bound] from the (hits, n) of every path point."""
+    counts = [(int(k), int(n)) for k, n in basis["points"]]
+    return Interval(0.0, _monotone_bound(counts, confidence), confidence, "monotone bound", {"points": counts})
+
+
+def _bound_basis(points: Sequence[PathPoint]) -> dict:
+    return {"points": [(p.hits, p.n) for p in points]}
+
+
+def mixture_log_weights(points: Sequence[PathPoint]) -> list[np.ndarray]:
+    """Per point, log w = log q_1(y) − log Σ_k (n_k/N) q_{α_k}(y) of each judged rollout (the
+    balance-heuristic weight; its mean over all N rollouts has expectation 1)."""
     alphas = [p.alpha for p in points]
     counts = np.array([p.n for p in points], dtype=float)
     total = counts.sum()
     log_share = np.log(np.where(counts > 0, counts / total, 1.0))
-    mean_terms, var_terms, contributions = 0.0, 0.0, []
+    out = []
     for p in points:
-        g = []
+        lw = []
         for o in p.observations:
             if o.flagged is None:
                 continue
-            if not o.flagged:
-                g.append(0.0)
-                continue
             r = o.rollout
             logs = np.array([r.grid_logprob(a) for a in alphas])
-            log_mix = logsumexp(np.where(counts > 0, log_share + logs, -np.inf))
-            g.append(math.exp(r.logprob_target - log_mix))
-        g_arr = np.array(g)
+            lw.append(r.logprob_target - logsumexp(np.where(counts > 0, log_share + logs, -np.inf)))
+        out.append(np.array(lw, dtype=float))
+    return out
+
+
+def balance_heuristic(points: Sequence[PathPoint]) -> tuple[float, float, np.ndarray]:
+    """(μ̂, standard error, per-sample contributions f·w) of the balance-heuristic estimator."""
+    total = float(sum(p.n for p in points))
+    mean_terms, var_terms, contributions = 0.0, 0.0, []
+    for p, lw in zip(points, mixture_log_weights(points)):
+        hit = np.array([bool(o.flagged) for o in p.observations if o.flagged is not None], dtype=bool)
+        g_arr = np.array([math.exp(x) if h else 0.0 for x, h in zip(lw, hit)])
         contributions.append(g_arr)
         if g_arr.size:
             mean_terms += g_arr.sum()
@@ -67,6 +91,7 @@ def balance_heuristic(points: Sequence[PathPoint]) -> tuple[float, float, np.nda
     return float(mean), float(se), np.concatenate(contributions) if contributions else np.zeros(0)
 
 
+@register_estimator("mis")
 def mis(
     source: RolloutSource,
     prompt: Prompt,
@@ -87,13 +112,19 @@ def mis(
     walked = summarize(points)
     spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "grid": list(grid), "schedule": schedule, **walk}
-    bound = monotone_upper_bound(points, confidence)
     if hits == 0:
-        return Estimate("mis", prompt.id, 0.0, (0.0, bound), confidence, spent, 0, failed, True, settings,
-                        {"points": path, "assumes": "monotone rate along the path"})
+        return Estimate(method="mis", prompt_id=prompt.id, rate=0.0,
+                        interval=monotone_bound_interval(_bound_basis(points), confidence), rollouts=spent,
+                        failed=failed, upper_bound_only=True, settings=settings,
+                        diagnostics={"points": path, "assumes": "monotone rate along the path"})
     mean, se, g = balance_heuristic(points)
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
     ess_hits = float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0
-    diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits}
+    log_w = np.concatenate(mixture_log_weights(points))
+    flagged = np.array([bool(o.flagged) for p in points for o in p.observations if o.flagged is not None], dtype=bool)
+    tails = weight_diagnostics(log_w, flagged)
+    diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits,
+                   **{k: tails[k] for k in ("ess", "khat", "khat_hits", "log10_weight_mean")}}
     interval = hit_interval(mean, se, min(hits, ess_hits), confidence)
-    return Estimate("mis", prompt.id, mean, interval, confidence, spent, hits, failed, False, settings, diagnostics)
+    return Estimate(method="mis", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=hits,
+                    failed=failed, settings=settings, diagnostics=diagnostics)

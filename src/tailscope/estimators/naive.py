@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from ..path import Proposal
+from ..rollout import Proposal
 from ..prompts import Prompt
-from ._estimate import Estimate, clopper_pearson, zero_hit_upper_bound
+from ._estimate import Estimate
+from ._interval import binomial_interval
+from ._registry import register_estimator
 from ._source import RolloutSource
 
 __all__ = ["naive"]
 
 
+@register_estimator("naive")
 def naive(source: RolloutSource, prompt: Prompt, budget: int, *, confidence: float = 0.95) -> Estimate:
     """μ̂ = k/n from ``budget`` rollouts of the target, with a Clopper–Pearson interval.
 
@@ -21,9 +24,6 @@ def naive(source: RolloutSource, prompt: Prompt, budget: int, *, confidence: flo
     obs = source.draw(prompt, target, budget)
     judged = [o.flagged for o in obs if o.flagged is not None]
     k, n = sum(judged), len(judged)
-    failed = len(obs) - n
-    if k == 0:
-        return Estimate("naive", prompt.id, 0.0, (0.0, zero_hit_upper_bound(n, confidence)), confidence,
-                        {target.key: len(obs)}, 0, failed, True, {"budget": budget})
-    return Estimate("naive", prompt.id, k / n, clopper_pearson(k, n, confidence), confidence,
-                    {target.key: len(obs)}, k, failed, False, {"budget": budget})
+    return Estimate(method="naive", prompt_id=prompt.id, rate=k / n if k else 0.0,
+                    interval=binomial_interval({"hits": k, "n": n}, confidence), rollouts={target.key: len(obs)},
+                    hits=k, failed=len(obs) - n, upper_bound_only=k == 0, settings={"budget": budget})

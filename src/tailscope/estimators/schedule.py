@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..path import Proposal
+from ..rollout import Proposal
 from ..prompts import Prompt
 from ._source import Observation, RolloutSource
 

@@ -15,7 +15,9 @@ The same search chooses the switch point of path MIS's proposals (:func:`tune_sw
 is then the balance-heuristic mixture Σ_k (n_k/N) q_{α_k, s} of the walk's points, each switching
 to the target after s tokens, and the hits are weighted by their balance-heuristic contributions.
 
-The calibration prompts must not be the prompts later scored.
+The calibration prompts must not be the prompts later scored. :func:`calibration_split` sets
+them aside and :func:`tune_settings` runs the search a method's settings ask for (``"tune"``); the
+command line and the evaluation suites both go through these two.
 """
 
 from __future__ import annotations
@@ -23,17 +25,21 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..path import Proposal
+from ..rollout import Proposal
 from ..prompts import Prompt
 from ..scoring import Scorer
 from ._source import RolloutSource
 from .mis import balance_heuristic
 from .schedule import DEFAULT_GRID, walk_path
 
-__all__ = ["ProposalSearch", "SwitchSearch", "candidate_log_q", "tune_proposal", "tune_switch"]
+__all__ = ["TUNE", "ProposalSearch", "SwitchSearch", "calibration_split", "candidate_log_q", "needs_search",
+           "tune_proposal", "tune_settings", "tune_switch"]
+
+TUNE = "tune"
 
 
 @dataclass
@@ -192,3 +198,51 @@ def tune_switch(
         current = best
     search.switch_after = current
     return search
+
+
+def calibration_split(prompts: Sequence[Prompt], k: int, *, seed: int = 0, exclude: Sequence[str] = ()) -> list[Prompt]:
+    """``k`` calibration prompts drawn at random (seeded) from ``prompts`` outside ``exclude``, in file order.
+
+    The one split rule of tailscope: a seeded draw without replacement, so the split does not
+    follow the order of the prompt file (a file sorted by topic would otherwise give a
+    calibration split from one topic), and the same seed gives the same split. The command line
+    draws from all prompts and scores the rest; an evaluation draws from the prompts it does not
+    score.
+    """
+    excluded = set(exclude)
+    pool = [p for p in prompts if p.id not in excluded]
+    if k < 1 or len(pool) < k:
+        raise ValueError(f"a calibration split of {k} prompts needs {k} unscored prompts, have {len(pool)}")
+    rng = np.random.default_rng(seed + 7919)
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=k, replace=False))]
+
+
+def needs_search(method: str, settings: dict[str, Any]) -> bool:
+    """Whether ``settings`` ask for a search: ``proposal="tune"`` (IS) or ``switch_after="tune"`` (MIS, LPE)."""
+    return (method == "is" and settings.get("proposal") == TUNE) or settings.get("switch_after") == TUNE
+
+
+def tune_settings(
+    method: str, settings: dict[str, Any], source: RolloutSource, scorer: Scorer, calibration: Sequence[Prompt],
+    budget: int, *, rounds: int = 2,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``settings`` with every ``"tune"`` replaced by the value the search picks on ``calibration``.
+
+    IS's proposal: :func:`tune_proposal` with ``max(50, budget // 2)`` rollouts per prompt and
+    round; the switch point of MIS (or LPE): :func:`tune_switch` walking ``budget`` rollouts per
+    prompt and round with the method's grid and schedule. Returns the settings and a record (what
+    was chosen, the rollouts spent, the rounds, the calibration prompts).
+    """
+    settings, record = dict(settings), {}
+    if method == "is" and settings.get("proposal") == TUNE:
+        search = tune_proposal(source, scorer, calibration, per_prompt=max(50, budget // 2), rounds=rounds)
+        settings["proposal"] = search.proposal.key
+        record = {"proposal": settings["proposal"], "rollouts": search.rollouts, "rounds": search.rounds}
+    elif settings.get("switch_after") == TUNE:
+        walk = {k: v for k, v in settings.items() if k in {"grid", "schedule"}}
+        found = tune_switch(source, scorer, calibration, budget, rounds=rounds, **walk)
+        settings["switch_after"] = found.switch_after
+        record = {"switch_after": found.switch_after, "rollouts": found.rollouts, "rounds": found.rounds}
+    if record:
+        record["calibration_prompts"] = [p.id for p in calibration]
+    return settings, record

@@ -56,12 +56,11 @@ def learn_path_shape(organism: Any, scored: Sequence[str], window: tuple[float, 
 
 
 def calibration_split(prompts: Sequence[Prompt], scored: Sequence[str], k: int, seed: int = 0) -> list[Prompt]:
-    """``k`` prompts drawn at random (seeded) from those not scored; a user's split knows no rates."""
-    pool = [p for p in prompts if p.id not in set(scored)]
-    if len(pool) < k:
-        raise ValueError(f"a calibration split of {k} prompts needs {k} unscored prompts, have {len(pool)}")
-    rng = np.random.default_rng(seed + 7919)
-    return [pool[i] for i in sorted(rng.choice(len(pool), size=k, replace=False))]
+    """``k`` prompts drawn at random (seeded) from those not scored (the rule of
+    :func:`~tailscope.estimators.tuning.calibration_split`); a user's split knows no rates."""
+    from ..estimators.tuning import calibration_split as split
+
+    return split(prompts, k, seed=seed, exclude=scored)
 
 
 def resolve_tuned(
@@ -76,22 +75,16 @@ def resolve_tuned(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The specs with every ``"tune"`` replaced by the value chosen on ``calibration`` (and every
     ``"learn"`` shape by one learned on ``organism``'s unscored prompts); the record."""
-    from ..estimators.tuning import tune_proposal, tune_switch
+    from ..estimators.tuning import tune_settings
 
     resolved, record = {}, {}
     for name, spec in methods.items():
         spec = dict(spec)
-        if spec.get("proposal") == TUNE:
-            search = tune_proposal(source, scorer, calibration, per_prompt=max(50, budget // 2))
-            spec["proposal"] = search.proposal.key
-            record[name] = {"proposal": spec["proposal"], "rollouts": search.rollouts, "rounds": search.rounds}
-        if spec.get("switch_after") == TUNE:
-            walk = {k: v for k, v in spec.items() if k in {"grid", "schedule"}}
-            search = tune_switch(source, scorer, calibration, budget, **walk)
-            spec["switch_after"] = search.switch_after
-            record[name] = {"switch_after": search.switch_after, "rollouts": search.rollouts, "rounds": search.rounds}
-        if name in record:
-            record[name]["calibration_prompts"] = [p.id for p in calibration]
+        method = spec.pop("method")
+        spec, searched = tune_settings(method, spec, source, scorer, calibration, budget)
+        spec = {"method": method, **spec}
+        if searched:
+            record[name] = searched
         if spec.get("shape") == LEARN:
             if organism is None:
                 raise ValueError(f"{name}: learning a path shape needs the organism's path points")

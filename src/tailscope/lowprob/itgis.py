@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from tailscope.estimators._weights import hit_interval
 from tailscope.lowprob.distributions import InputDistribution, sample_positions
 from tailscope.lowprob.lm import LowProbModel
 from tailscope.lowprob.result import LowProbEstimate
@@ -73,6 +74,9 @@ def itgis(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *
     var = max(sq_total / n_total - mean**2, 0.0)
     std_error = math.sqrt(var / max(n_total - 1, 1))
     log_est = math.log(mean) if mean > 0 else -math.inf
+    # the weighted-rate interval of importance sampling, on the effective number of hits (Kish);
+    # with no hits there is no weight to scale a bound by, so no interval is claimed
+    interval = hit_interval(mean, std_error, min(hits, total**2 / sq_total), 0.95) if hits and sq_total > 0 else None
     return LowProbEstimate.from_log("itgis", target, log_est, calls=2 * n_total, budget=budget, seed=seed,
                                     diagnostics={"hits": hits, "samples": n_total, "std_error": std_error,
-                                                 "temperature": temperature, "decay": decay})
+                                                 "temperature": temperature, "decay": decay}, interval=interval)

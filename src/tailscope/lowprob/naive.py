@@ -5,33 +5,24 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy import stats
 
+from tailscope.estimators._interval import binomial_interval
 from tailscope.lowprob.distributions import InputDistribution
 from tailscope.lowprob.lm import LowProbModel
 from tailscope.lowprob.result import LowProbEstimate
 
-__all__ = ["clopper_pearson", "naive", "naive_from_argmax"]
-
-
-def clopper_pearson(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact binomial interval; with zero hits the lower end is 0 and the upper one-sided."""
-    alpha = 1 - confidence
-    if hits == 0:
-        return 0.0, float(1 - alpha ** (1 / n))
-    low = float(stats.beta.ppf(alpha / 2, hits, n - hits + 1))
-    high = 1.0 if hits == n else float(stats.beta.ppf(1 - alpha / 2, hits + 1, n - hits))
-    return low, high
+__all__ = ["naive", "naive_from_argmax"]
 
 
 def naive_from_argmax(argmax: torch.Tensor, target: int, *, budget: int, seed: int) -> LowProbEstimate:
-    """Score already-drawn samples: p̂ = k/n with the Clopper–Pearson interval."""
+    """Score already-drawn samples: p̂ = k/n with the Clopper–Pearson interval (one-sided with 0 hits)."""
     n = len(argmax)
     hits = int((argmax == target).sum())
-    low, high = clopper_pearson(hits, n)
+    interval = binomial_interval({"hits": hits, "n": n}, 0.95)
     log_est = math.log(hits / n) if hits else -math.inf
     return LowProbEstimate("naive", target, hits / n, log_est, calls=n, budget=budget, seed=seed,
-                           diagnostics={"hits": hits, "samples": n, "interval": [low, high]})
+                           diagnostics={"hits": hits, "samples": n, "interval": [interval.low, interval.high]},
+                           interval=interval)
 
 
 def naive(lm: LowProbModel, dist: InputDistribution, target: int, budget: int, *, seed: int = 0) -> LowProbEstimate:

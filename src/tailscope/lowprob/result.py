@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailscope.estimators._interval import Interval
+
 __all__ = ["LowProbEstimate"]
 
 
@@ -22,6 +24,11 @@ class LowProbEstimate:
         budget: the calls the estimator was allowed.
         seed: the seed of its random generator.
         diagnostics: method-specific numbers (hits, effective sample size, acceptance rate, ...).
+        interval: the interval on p̂ from its sampling error (``.low``, ``.high``, ``.confidence``):
+            exact binomial for ``naive``, standard error with a hit-count envelope for ``itgis`` (None
+            when it saw no hits).
+            None for ``mhis``, ``qld`` and ``gld``, whose error is that of a fitted model of the
+            score distribution, not sampling noise; the benchmark scores them against the truth.
     """
 
     method: str
@@ -32,6 +39,7 @@ class LowProbEstimate:
     budget: int
     seed: int
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    interval: Interval | None = None
 
     @classmethod
     def from_log(cls, method: str, target: int, log_estimate: float, **kwargs: Any) -> LowProbEstimate:
@@ -41,4 +49,6 @@ class LowProbEstimate:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "target": self.target, "estimate": self.estimate,
                 "log_estimate": self.log_estimate, "calls": self.calls, "budget": self.budget, "seed": self.seed,
-                "diagnostics": self.diagnostics}
+                "diagnostics": self.diagnostics,
+                "interval": None if self.interval is None else [self.interval.low, self.interval.high],
+                "confidence": None if self.interval is None else self.interval.confidence}
