@@ -204,7 +204,6 @@ def demo_table(data: dict) -> str:
             f"`{data['command']}`, torch {m['torch']}, commit {data['commit'][:10]}.")
 
 
-# each table reads the full run's results, or the fast run's when there is no full one
 def serve_table(data: dict) -> str:
     s, c = data["sequential"], data["concurrent"]
     rows = ["| load | requests | failed | completion tokens/s | ÷ sequential | latency p50 / p95 (s) | requests per batch |",
@@ -220,6 +219,23 @@ def serve_table(data: dict) -> str:
                               f"shared with the client; the real async `openai` client ({m['openai']}) on 127.0.0.1, "
                               f"chat requests with max_tokens {data['max_tokens']}, temperature 1, fixed seeds; both rows "
                               "measured in one run.")
+
+
+def calibration_table(data: dict) -> str:
+    budgets = [str(b) for b in data["budgets"]]
+    rows = ["| method | budget | coverage | flagged | coverage among unflagged | median \\|log10 error\\| (unflagged) "
+            "| within ×3 | bounds only | flags |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, by_budget in data["methods"].items():
+        for b in budgets:
+            v = by_budget.get(b)
+            if v is None:
+                continue
+            flags = ", ".join(f"{k} {n}" for k, n in sorted(v["flags"].items(), key=lambda kv: -kv[1])) or "–"
+            err = f"{_fmt(v['median_abs_log10_error'])} ({_fmt(v['median_abs_log10_error_unflagged'])})"
+            rows.append(f"| {name} | {b} | {_fmt(v['coverage'])} | {_fmt(v['flagged_share'])} | "
+                        f"**{_fmt(v['coverage_unflagged'])}** ({v['unflagged']} of {v['estimates']}) | {err} | "
+                        f"{_fmt(v['within_factor_3'])} | {v['upper_bounds_only']} | {flags} |")
+    return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
 
 
 def engine_table(data: dict) -> str:
@@ -239,6 +255,7 @@ def engine_table(data: dict) -> str:
                               f"CPU (torch {m['torch']}); both paths measured in the same run. GPU: not measured.")
 
 
+# each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
     "auroc": (("auroc.json", "auroc_fast.json"), auroc_table),
@@ -254,6 +271,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "demo": (("demo.json",), demo_table),
     "engine": (("engine.json",), engine_table),
     "serve": (("serve.json",), serve_table),
+    "calibration": (("calibration.json", "calibration_fast.json"), calibration_table),
 }
 
 

@@ -112,3 +112,48 @@ def test_evaluate_reference_override_is_for_the_auroc_suite_only(tmp_path):
     out = CliRunner().invoke(app, ["evaluate", "detection", "--reference", str(tmp_path), "--out", str(tmp_path)])
     assert out.exit_code != 0
     assert "auroc suite only" in out.output
+
+
+def test_a_flagged_estimate_shows_its_flag_in_json_table_and_report(tiny_dirs, prompt_file, tmp_path):
+    """A judge that never fires: MIS sees no hits, so its bound rests on the monotone-path
+    assumption and is flagged ``no_hits`` — in the JSON, the printed table and the HTML report."""
+    args = ["estimate", "--method", "mis", "--budget", "30", *_common(tiny_dirs, prompt_file, tmp_path),
+            "--judge", "regex:^QQQQ", "--run", "flagged", "--json", str(tmp_path / "e.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert all(e["flags"] == ["no_hits"] for e in payload["estimates"])
+    table = result.output.split("per-prompt estimates")[1]
+    assert table.count("no_hits") >= 2
+    assert "2 of 2 prompts flagged" in payload["summary"] and "no_hits" in payload["summary"]
+    report = CliRunner().invoke(app, ["report", "flagged", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count(">no_hits</span>") == 2 and "2 of 2 estimates are flagged" in page
+
+
+def test_the_default_estimate_is_switching_mis(tiny_dirs, tmp_path):
+    """No method flags: switching path MIS; with too few prompts to set a calibration split aside,
+    the fixed switch point, said in the output; with enough, the switch point tuned on the split."""
+    from tailscope.estimators.defaults import FALLBACK_SWITCH
+
+    def run(lines: int, name: str) -> tuple[dict, str]:
+        f = tmp_path / f"{name}.txt"
+        f.write_text("\n".join(f"prompt number {i} please" for i in range(lines)))
+        out = CliRunner().invoke(app, [
+            "estimate", "--budget", "20", "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]),
+            "--prompts", str(f), "--judge", "regex:^[a-m]", "--max-new-tokens", "5", "--runs-dir",
+            str(tmp_path / "runs"), "--json", str(tmp_path / f"{name}.json")])
+        assert out.exit_code == 0, out.output
+        return json.loads((tmp_path / f"{name}.json").read_text()), out.output
+
+    few, text = run(3, "few")
+    assert few["method"] == "mis" and few["settings"]["switch_after"] == FALLBACK_SWITCH
+    assert f"fixed switch point {FALLBACK_SWITCH}" in text and "summary: switching path MIS" in text
+    assert all(e["settings"]["switch_after"] == FALLBACK_SWITCH for e in few["estimates"]) and len(few["estimates"]) == 3
+    many, text = run(8, "many")
+    assert many["method"] == "mis" and "tuned on 4 calibration prompts" in text
+    assert len(many["settings"]["calibration_prompts"]) == 4 and len(many["estimates"]) == 4
+    chosen = many["settings"]["switch_after"]
+    assert chosen is None or isinstance(chosen, int)
+    assert all(e["settings"]["switch_after"] == chosen for e in many["estimates"])

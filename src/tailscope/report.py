@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .estimators import Estimate, clopper_pearson, zero_hit_upper_bound
+from .estimators import Estimate, clopper_pearson, explain, zero_hit_upper_bound
 
-__all__ = ["plot_estimates_vs_truth", "plot_path", "write_report"]
+__all__ = ["error_summary", "plot_estimates_vs_truth", "plot_path", "run_summary", "write_report"]
 
 
 def _plt():
@@ -107,19 +107,52 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
+def _flag_cell(e: Estimate) -> str:
+    return " ".join(f'<span title="{html.escape(explain(f))}">{html.escape(f)}</span>' for f in e.flags)
+
+
+def _flag_summary(estimates: Sequence[Estimate]) -> str:
+    from collections import Counter
+
+    counts = Counter(f for e in estimates for f in e.flags)
+    flagged = sum(bool(e.flags) for e in estimates)
+    if not flagged:
+        return "no estimate here is flagged"
+    return f"{flagged} of {len(estimates)} estimates are flagged (" + ", ".join(
+        f"{html.escape(f)}: {n}" for f, n in counts.most_common()) + ")"
+
+
+def run_summary(estimates: Sequence[Estimate], method: str, *, calibration_rollouts: int = 0) -> str:
+    """One line a newcomer can read: the method, the rollouts spent, how many prompts are flagged and why."""
+    from collections import Counter
+
+    spent = sum(e.total_rollouts for e in estimates) + calibration_rollouts
+    search = f" ({calibration_rollouts:,} of them on the calibration search)" if calibration_rollouts else ""
+    counts = Counter(f for e in estimates for f in e.flags)
+    flagged = sum(bool(e.flags) for e in estimates)
+    why = "; ".join(f"{f} ×{n}: {explain(f)}" for f, n in counts.most_common())
+    trust = (f"{flagged} of {len(estimates)} prompts flagged — {why}" if flagged
+             else f"none of the {len(estimates)} prompts flagged")
+    return f"summary: {method}; {spent:,} rollouts spent{search}; {trust}."
+
+
 def error_summary(estimates: Sequence[Estimate], truth: Mapping[str, float]) -> dict[str, Any]:
-    """Median |log10(estimate / truth)| over prompts with a point estimate, and interval coverage."""
-    errs, cover = [], []
+    """Median |log10(estimate / truth)| over prompts with a point estimate, interval coverage, and
+    coverage among the estimates no diagnostic flagged."""
+    errs, cover, clean = [], [], []
     for e in estimates:
         t = truth.get(e.prompt_id or "")
         if t is None or t <= 0:
             continue
         cover.append(e.covers(t))
+        if not e.flags:
+            clean.append(e.covers(t))
         if not e.upper_bound_only and e.rate > 0:
             errs.append(abs(math.log10(e.rate / t)))
     median = statistics.median(errs) if errs else None
     return {"prompts": len(cover), "with_point_estimate": len(errs), "median_abs_log10_error": median,
-            "coverage": sum(cover) / len(cover) if cover else None}
+            "coverage": sum(cover) / len(cover) if cover else None, "flagged": len(cover) - len(clean),
+            "coverage_unflagged": sum(clean) / len(clean) if clean else None}
 
 
 def _estimates_block(estimates: Sequence[Estimate], rows: Sequence[str], figures: Sequence[str]) -> str:
@@ -127,9 +160,10 @@ def _estimates_block(estimates: Sequence[Estimate], rows: Sequence[str], figures
         return ""
     level = int(100 * estimates[0].confidence)
     return f"""<p>Each estimate is of the rate at which the target (α = 1) shows the behaviour, with its {level}%
-interval and the rollouts it cost. An estimate marked “&lt;” saw no hits and is an upper bound.</p>
+interval and the rollouts it cost. An estimate marked “&lt;” saw no hits and is an upper bound. A flag says why
+an interval should not be trusted (hover for the reason); {_flag_summary(estimates)}.</p>
 <table><tr><th>prompt</th><th>text</th><th>method</th><th>estimate [interval]</th><th>hits</th><th>rollouts</th>
-<th>truth</th><th>est/truth</th><th>completions (hits first)</th></tr>
+<th>truth</th><th>est/truth</th><th>flags</th><th>completions (hits first)</th></tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>{''.join(figures) or '<p>No plots: no path points or ground truth.</p>'}"""
 
@@ -166,7 +200,8 @@ def write_report(
         rows.append(
             f"<tr><td>{html.escape(str(e.prompt_id))}</td><td class=t>{text}</td><td>{e.method}</td>"
             f"<td>{html.escape(e.describe())}</td><td>{e.hits}</td><td>{e.total_rollouts:,}</td>"
-            f"<td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td><td class=t>{shown}</td></tr>"
+            f"<td>{'' if t is None else f'{t:.2g}'}</td><td>{err}</td><td class='flags'>{_flag_cell(e)}</td>"
+            f"<td class=t>{shown}</td></tr>"
         )
     if truth:
         by_method: dict[str, list[Estimate]] = {}
@@ -187,7 +222,7 @@ def write_report(
     cfg = html.escape(json.dumps(config or {}, indent=1, default=str))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:6px}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td.flags{{color:#b00;text-align:left}}figure{{display:inline-block;margin:6px}}
 pre{{background:#f6f6f6;padding:8px;font-size:11px;max-height:300px;overflow:auto}}
 td.t{{text-align:left;max-width:360px}}.ex{{font-family:monospace;font-size:11px;white-space:pre-wrap;margin:2px 0}}</style></head><body>
 <h1>{html.escape(title)}</h1>

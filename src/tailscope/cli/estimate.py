@@ -16,7 +16,7 @@ from ._setup import open_store, resolve
 
 @with_workers
 def estimate(
-    method: str = typer.Option("mis", "--method", "-m", help="naive | is | mis | lpe"),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="naive | is | mis | lpe (default: switching path MIS, the best measured; see docs/estimators.md)"),
     budget: int = opt.budget(1000),
     organism: Optional[str] = opt.organism(),
     target: Optional[str] = opt.target(),
@@ -25,7 +25,7 @@ def estimate(
     judge: Optional[str] = opt.judge(),
     proposal: str = typer.Option("alpha=0", "--proposal", help="IS proposal, e.g. 'alpha=0', 'alpha=0;mix=0.5', 'alpha=0;switch=8', or 'tune' (cross-entropy search on a calibration split)."),
     switch: Optional[str] = typer.Option(None, "--switch", help="MIS/LPE: draw only the first N reply tokens at each path point, the rest from the target; 'tune' picks N by the cross-entropy search on a calibration split."),
-    calibration: int = typer.Option(4, "--calibration", help="With --proposal tune or --switch tune: prompts set aside (never scored) for the search."),
+    calibration: int = typer.Option(4, "--calibration", help="With the default method, --proposal tune or --switch tune: prompts set aside (never scored) for the search."),
     family: Optional[str] = typer.Option(None, "--family", help="LPE fit: log-quadratic (default, on the last 5 points with hits) | log-linear | logit-linear | logit-quadratic"),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="LPE/MIS walk: adaptive (MIS default) | frontier (LPE default) | fixed"),
     limit: Optional[int] = opt.limit(),
@@ -48,7 +48,11 @@ def estimate(
     from ..engines._base import EngineError
     from ..estimators import FAMILIES, StoreSource, estimator_names, get_estimator
     from ..estimators import estimate as run_estimator
+    from ..estimators.defaults import DEFAULT_METHOD
     from ..path import NonFiniteLogitsError, Proposal
+
+    default = method is None
+    method = method or DEFAULT_METHOD
 
     try:
         get_estimator(method)
@@ -75,6 +79,13 @@ def estimate(
     if tuning and calibration >= len(inputs.prompts):
         raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(inputs.prompts)})")
     settings: dict = {}
+    described = method
+    if default and switch is None:  # the best measured configuration (estimators/defaults.py)
+        from ..estimators.defaults import default_settings
+
+        defaults, described = default_settings(len(inputs.prompts), calibration)
+        switch = str(defaults["switch_after"])
+        console.print(f"method: {described}")
     if method == "is":
         settings["proposal"] = proposal
     if method in {"mis", "lpe"} and schedule is not None:
@@ -94,8 +105,11 @@ def estimate(
     if pool is not None:
         pool.expect(budget * len(inputs.prompts), store.count())
     all_prompts = inputs.prompts
+    tuning = (method == "is" and proposal == "tune") or switch == "tune"
+    searched: dict = {}
     if tuning:
-        inputs.prompts = _tune(inputs, store, calibration, budget, settings, method, seed)
+        inputs.prompts, searched = _tune(inputs, store, calibration, budget, settings, method, seed)
+        described += f" (chose {searched.get('switch_after', searched.get('proposal'))})"
     estimates = []
     warned = False
     try:
@@ -113,9 +127,14 @@ def estimate(
         raise fail(str(e)) from None
     shown = _examples(store, inputs, estimates, examples)
     _print_table(estimates, inputs.truth, inputs.prompts, shown)
+    from ..report import run_summary
+
+    summary = run_summary(estimates, described, calibration_rollouts=searched.get("rollouts", 0))
+    out.print(summary)
     if tuning:
         settings = {**settings, "calibration_prompts": sorted({p.id for p in all_prompts} - {p.id for p in inputs.prompts})}
-    payload = {"run": store.name, "method": method, "budget": budget, "settings": settings,
+    payload = {"run": store.name, "method": method, "method_description": described, "budget": budget,
+               "settings": settings, "summary": summary,
                "estimates": [{**e.to_dict(), "prompt": inputs.prompts.by_id(e.prompt_id).preview(200),
                               "examples": shown.get(e.prompt_id, [])} for e in estimates]}
     if inputs.truth:
@@ -124,8 +143,9 @@ def estimate(
         payload["vs_truth"] = error_summary(estimates, inputs.truth)
         s = payload["vs_truth"]
         if s["median_abs_log10_error"] is not None:
+            unflagged = "" if s["coverage_unflagged"] is None else f", {s['coverage_unflagged']:.0%} among unflagged"
             console.print(f"vs ground truth: median |log10(est/truth)| = {s['median_abs_log10_error']:.3f}, "
-                          f"interval coverage {s['coverage']:.0%} over {s['prompts']} prompts")
+                          f"interval coverage {s['coverage']:.0%}{unflagged} over {s['prompts']} prompts")
     if pool is not None:
         payload["workers"] = pool.workers_summary()
     write_json(json_out, payload)
@@ -175,7 +195,7 @@ def _tune(inputs, store, calibration: int, budget: int, settings: dict, method: 
     shown = proposal_label(chosen[key]) if method == "is" else chosen[key]
     console.print(f"{what} chosen on calibration prompts {[p.id for p in held]} "
                   f"({record['rollouts']:,} rollouts, not scored): [bold]{shown}[/]")
-    return PromptSet([p for p in prompts if p not in held])
+    return PromptSet([p for p in prompts if p not in held]), record
 
 
 def _warn_if_unfit(method: str, inputs, organism: str | None) -> None:
@@ -214,9 +234,11 @@ def _examples(store, inputs, estimates, k: int) -> dict[str, list[dict]]:
 
 def _print_table(estimates, truth, prompts, examples: dict[str, list[dict]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="per-prompt estimates of the target's rate", show_lines=bool(examples))
-    cols = ["prompt", "text", "hits", "rollouts", "estimate [95% interval]", "truth", "est/truth"]
+    table = Table(title="per-prompt estimates of the target's rate (flags: reasons not to trust an interval)",
+                  show_lines=bool(examples))
+    cols = ["prompt", "text", "hits", "rollouts", "estimate [95% interval]", "truth", "est/truth", "flags"]
     if examples:
         cols.append("example (hits first)")
     for col in cols:
@@ -224,8 +246,9 @@ def _print_table(estimates, truth, prompts, examples: dict[str, list[dict]]) -> 
     for e in estimates:
         t = truth.get(e.prompt_id)
         ratio = "" if t is None or e.upper_bound_only or not e.rate or not t else f"{e.rate / t:.2g}×"
+        number = e.describe().split(" (flagged")[0]
         row = [e.prompt_id, prompts.by_id(e.prompt_id).preview(60), str(e.hits), f"{e.total_rollouts:,}",
-               e.describe(), "" if t is None else f"{t:.2g}", ratio]
+               number, "" if t is None else f"{t:.2g}", ratio, Text(" ".join(e.flags), style="red")]
         if examples:
             row.append("\n".join(("[red]hit[/] " if x["flagged"] else "") + repr(x["text"][:120])
                                   for x in examples.get(e.prompt_id, [])))

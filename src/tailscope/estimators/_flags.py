@@ -1,21 +1,76 @@
 """Reasons not to trust an estimate's interval: short machine names, each with an explanation.
 
-An estimate's ``flags`` lists the names whose rule fired (the rules live with the estimators that
-compute the diagnostics). The names are stable: they appear in JSON, tables and reports.
+An estimate's ``flags`` lists the names whose rule fired. The names are stable: they appear in
+JSON, tables and reports. The thresholds are measured choices (docs/methods.md, "When an
+interval is flagged"): each was picked on the calibration suite, ``tailscope evaluate calibration``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FLAGS", "explain"]
+import math
+from collections.abc import Mapping
+from typing import Any
 
-FLAGS: dict[str, str] = {}
+__all__ = ["FLAGS", "RULES", "explain", "lpe_flags", "weight_flags"]
 
+# the measured thresholds (see the module docstring)
+RULES: dict[str, float] = {
+    "khat": 0.7,  # Pareto k̂ of the weights (all rollouts) or of the hits' contributions
+    "ess_hits": 2.0,  # the hits' effective sample size (Kish)
+    "hits": 5,  # judged hits over the whole estimate
+    "lpe_extrapolation": 0.4,  # distance from LPE's last fitted point to α = 1
+    "lpe_fit_p": 0.01,  # Pearson χ² test of LPE's fit at its points
+}
 
-def _flag(name: str, text: str) -> str:
-    FLAGS[name] = text
-    return name
+FLAGS: dict[str, str] = {
+    "pareto_k>0.7": "the importance weights have a tail so heavy (Pareto k̂ > 0.7, Vehtari et al. 2024) that the "
+                    "standard error, and the interval built on it, cannot be trusted",
+    "low_ess": "the hits' effective sample size is below 2: the estimate rests on one or two heavily weighted rollouts",
+    "few_hits": "fewer than 5 hits: too few to measure the spread of the estimate",
+    "no_hits": "no hits: the interval is an upper bound that rests on an assumption (a rate falling along the path, "
+               "or no weights larger than those seen)",
+    "lpe_extrapolation": "LPE's last fitted point is at α ≤ 0.6: the trend is carried further than the evaluation "
+                         "shows it holds",
+    "lpe_poor_fit": "LPE's fitted trend does not describe its own points (Pearson χ² test, p < 0.01)",
+    "lpe_capped": "LPE's fitted trend rises toward α = 1 and was cut at the monotone bound",
+    "lpe_bootstrap": "too few bootstrap refits succeeded for an interval: it is the monotone bound",
+}
 
 
 def explain(name: str) -> str:
     """The human explanation of a flag (the name itself for a flag this version does not know)."""
     return FLAGS.get(name, name)
+
+
+def _above(x: Any, limit: float) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x) and x > limit
+
+
+def weight_flags(diagnostics: Mapping[str, Any], hits: int) -> list[str]:
+    """Flags of an importance-weighted estimate (IS, MIS) from its weight diagnostics."""
+    flags = []
+    if _above(diagnostics.get("khat"), RULES["khat"]) or _above(diagnostics.get("khat_contrib"), RULES["khat"]):
+        flags.append("pareto_k>0.7")
+    if hits and diagnostics.get("ess_hits", math.inf) < RULES["ess_hits"]:
+        flags.append("low_ess")
+    if 0 < hits < RULES["hits"]:
+        flags.append("few_hits")
+    return flags
+
+
+def lpe_flags(diagnostics: Mapping[str, Any]) -> list[str]:
+    """Flags of an LPE estimate from its fit's diagnostics."""
+    flags = []
+    fit = diagnostics.get("fit") or {}
+    if fit and 1 - fit["alphas"][-1] >= RULES["lpe_extrapolation"] - 1e-9:
+        flags.append("lpe_extrapolation")
+    p = diagnostics.get("residual_p")
+    if p is not None and p < RULES["lpe_fit_p"]:
+        flags.append("lpe_poor_fit")
+    if diagnostics.get("capped"):
+        flags.append("lpe_capped")
+    if fit and diagnostics.get("bootstrap_used", 0) < 20:
+        flags.append("lpe_bootstrap")
+    if fit and sum(fit["hits"]) < RULES["hits"]:
+        flags.append("few_hits")
+    return flags

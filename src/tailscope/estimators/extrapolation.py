@@ -22,6 +22,7 @@ from scipy.stats import chi2, norm
 
 from ..prompts import Prompt
 from ._estimate import Estimate
+from ._flags import lpe_flags
 from ._interval import Interval
 from ._registry import register_estimator
 from ._source import RolloutSource
@@ -257,7 +258,8 @@ def lpe(
         return Estimate(method="lpe", prompt_id=prompt.id, rate=0.0, interval=bound_interval, rollouts=spent,
                         hits=hits, failed=failed, upper_bound_only=True, settings=settings,
                         diagnostics={"points": path, "reason": f"{len(used)} points with hits; the fit needs {needed}",
-                                     "assumes": "monotone rate along the path"})
+                                     "assumes": "monotone rate along the path"},
+                        flags=("few_hits",) if hits else ("no_hits",))
     a = [p.alpha for p in used]
     k = [p.hits for p in used]
     n = [p.n for p in used]
@@ -276,6 +278,7 @@ def lpe(
     # in logs throughout (a quadratic trend can fall below the smallest float); a rate along a
     # path that falls toward α = 1 is at most the monotone bound, so a trend turning up is cut there
     cap = math.log(bound) if bound > 0 else -math.inf
+    capped = float(fit.log_rate(1.0)) > cap
     log_rate = min(float(fit.log_rate(1.0)), cap)
     rate = math.exp(log_rate)
     rng = np.random.default_rng(seed)
@@ -304,7 +307,14 @@ def lpe(
         "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n,
                                    "shape": asdict(fit.shape) if fit.shape is not None else None},
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
-        "bootstrap_used": len(draws), "monotone_bound": bound, "shape_test": shape_test,
+        "bootstrap_used": len(draws), "monotone_bound": bound, "shape_test": shape_test, "capped": capped,
+        **_residual_test(fit.residuals(), len(fit.coef)),
     }
     return Estimate(method="lpe", prompt_id=prompt.id, rate=rate, interval=interval, rollouts=spent, hits=hits,
-                    failed=failed, settings=settings, diagnostics=diagnostics)
+                    failed=failed, settings=settings, diagnostics=diagnostics, flags=lpe_flags(diagnostics))
+
+
+def _residual_test(residuals: Sequence[float], params: int) -> dict[str, float | None]:
+    """Pearson's χ² of the fit at its points and its p-value (None with no degrees of freedom left)."""
+    stat, dof = float(np.sum(np.square(residuals))), len(residuals) - params
+    return {"residual_chi2": stat, "residual_p": float(chi2.sf(stat, dof)) if dof > 0 else None}

@@ -14,6 +14,8 @@ import numpy as np
 from ..rollout import Proposal
 from ..prompts import Prompt
 from ._estimate import Estimate
+from ._flags import weight_flags
+from ._pareto import pareto_khat
 from ._interval import Interval, interval_rule, zero_hit_upper_bound
 from ._registry import register_estimator
 from ._source import RolloutSource
@@ -64,11 +66,14 @@ def importance(
         diagnostics["upper_bound_assumes_weights_at_most"] = worst
         return Estimate(method="is", prompt_id=prompt.id, rate=0.0,
                         interval=scaled_zero_hit_bound({"n": n, "scale": worst}, confidence), rollouts=spent,
-                        failed=len(obs) - n, upper_bound_only=True, settings=settings, diagnostics=diagnostics)
+                        failed=len(obs) - n, upper_bound_only=True, settings=settings, diagnostics=diagnostics,
+                        flags=("no_hits",))
     contrib = np.where(flagged, np.exp(np.where(flagged, log_w, -np.inf)), 0.0)
     mean = float(contrib.mean())
     se = float(contrib.std(ddof=1) / math.sqrt(n)) if n > 1 else mean
     diagnostics["standard_error"] = se
+    diagnostics["khat_contrib"] = pareto_khat(contrib)
     interval = hit_interval(mean, se, min(k, diagnostics["ess_hits"]), confidence)
     return Estimate(method="is", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=k,
-                    failed=len(obs) - n, settings=settings, diagnostics=diagnostics)
+                    failed=len(obs) - n, settings=settings, diagnostics=diagnostics,
+                    flags=weight_flags(diagnostics, k))

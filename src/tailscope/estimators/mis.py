@@ -19,6 +19,8 @@ from scipy.special import logsumexp
 
 from ..prompts import Prompt
 from ._estimate import Estimate
+from ._flags import weight_flags
+from ._pareto import pareto_khat
 from ._interval import Interval, clopper_pearson, interval_rule, zero_hit_upper_bound
 from ._registry import register_estimator
 from ._source import RolloutSource
@@ -116,7 +118,7 @@ def mis(
         return Estimate(method="mis", prompt_id=prompt.id, rate=0.0,
                         interval=monotone_bound_interval(_bound_basis(points), confidence), rollouts=spent,
                         failed=failed, upper_bound_only=True, settings=settings,
-                        diagnostics={"points": path, "assumes": "monotone rate along the path"})
+                        diagnostics={"points": path, "assumes": "monotone rate along the path"}, flags=("no_hits",))
     mean, se, g = balance_heuristic(points)
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
     ess_hits = float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0
@@ -124,7 +126,8 @@ def mis(
     flagged = np.array([bool(o.flagged) for p in points for o in p.observations if o.flagged is not None], dtype=bool)
     tails = weight_diagnostics(log_w, flagged)
     diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits,
-                   **{k: tails[k] for k in ("ess", "khat", "khat_hits", "log10_weight_mean")}}
+                   **{k: tails[k] for k in ("ess", "khat", "khat_hits", "log10_weight_mean")},
+                   "khat_contrib": pareto_khat(g)}
     interval = hit_interval(mean, se, min(hits, ess_hits), confidence)
     return Estimate(method="mis", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=hits,
-                    failed=failed, settings=settings, diagnostics=diagnostics)
+                    failed=failed, settings=settings, diagnostics=diagnostics, flags=weight_flags(diagnostics, hits))

@@ -221,4 +221,37 @@ def run_map_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progre
     return result
 
 
-SUITES = {"auroc": run_auroc_suite, "detection": run_detection_suite, "map": run_map_suite}
+def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
+                          seed: int = 0, organism_name: str = "refusal") -> dict[str, Any]:
+    """Interval coverage per method and budget, several seeds per prompt (:mod:`.coverage`).
+
+    Replies are cut at 16 tokens: the organisms' judges read the opening (4–6 tokens), so every
+    verdict and exact rate is unchanged, and switching MIS with a switch point ≤ 16 has exactly the
+    weights of full replies (the tokens after the switch carry a ratio of 1). Plain IS and MIS
+    weigh every token, so for them the cut flatters: their weights span 16 tokens, not ~100."""
+    from .coverage import run_calibration
+
+    tokens = 16
+    # the fast run scores every other of 10 prompts spread in log rate (5), the full run all of 20
+    (prompts, every), seeds = ((10, 2), (seed, seed + 1)) if fast else ((20, 1), tuple(range(seed, seed + 3)))
+    budgets = (300, 1000) if fast else (100, 300, 1000)
+    result = run_calibration(organism_name, runs_dir=runs_dir, prompts=prompts, seeds=seeds, budgets=budgets,
+                             max_new_tokens=tokens, tune_once=fast, every=every, progress=progress)
+    name = "calibration_fast" if fast else "calibration"
+    result.update({
+        "suite": "calibration", "fast": fast, "command": f"tailscope evaluate calibration{' --fast' if fast else ''}",
+        "protocol_summary": (
+            f"{len(result['prompts'])} prompts of `{organism_name}` with exact rates in 1e-8..1e-3 (evenly spaced in log rate) × "
+            f"{len(seeds)} sampler seeds; nominal 95% intervals; naive simulated exactly (200 Binomial draws per "
+            f"prompt); the default's switch point tuned "
+            f"{'once (first seed)' if fast else 'per seed'} on 4 calibration prompts (not scored); replies cut "
+            f"at {tokens} tokens (verdicts, exact rates and switching MIS's weights unchanged; plain IS and MIS "
+            f"weigh only those {tokens} tokens instead of ~100, which flatters them)."),
+    })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+SUITES = {"auroc": run_auroc_suite, "calibration": run_calibration_suite, "detection": run_detection_suite,
+          "map": run_map_suite}
