@@ -130,4 +130,5 @@ def mis(
                    "khat_contrib": pareto_khat(g)}
     interval = hit_interval(mean, se, min(hits, ess_hits), confidence)
     return Estimate(method="mis", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=hits,
-                    failed=failed, settings=settings, diagnostics=diagnostics, flags=weight_flags(diagnostics, hits))
+                    failed=failed, settings=settings, diagnostics=diagnostics,
+                    flags=weight_flags(diagnostics, hits, pooled=True))
