@@ -85,7 +85,6 @@ def estimate(
 
         defaults, described = default_settings(len(inputs.prompts), calibration)
         switch = str(defaults["switch_after"])
-        console.print(f"method: {described}")
     if method == "is":
         settings["proposal"] = proposal
     if method in {"mis", "lpe"} and schedule is not None:
@@ -102,6 +101,8 @@ def estimate(
     if engine is not None:
         store.record_estimate("engine-identity", inputs.sampler.identity)
     console.print(f"run [bold]{store.name}[/] ({store.path})")
+    if default:
+        console.print(f"method: {described}")
     if pool is not None:
         pool.expect(budget * len(inputs.prompts), store.count())
     all_prompts = inputs.prompts

@@ -62,25 +62,26 @@ def mixture_log_weights(points: Sequence[PathPoint]) -> list[np.ndarray]:
     alphas = [p.alpha for p in points]
     counts = np.array([p.n for p in points], dtype=float)
     total = counts.sum()
-    log_share = np.log(np.where(counts > 0, counts / total, 1.0))
+    log_share = np.where(counts > 0, np.log(np.where(counts > 0, counts / max(total, 1.0), 1.0)), -np.inf)
     out = []
     for p in points:
-        lw = []
-        for o in p.observations:
-            if o.flagged is None:
-                continue
-            r = o.rollout
-            logs = np.array([r.grid_logprob(a) for a in alphas])
-            lw.append(r.logprob_target - logsumexp(np.where(counts > 0, log_share + logs, -np.inf)))
-        out.append(np.array(lw, dtype=float))
+        judged = [o.rollout for o in p.observations if o.flagged is not None]
+        if not judged:
+            out.append(np.zeros(0))
+            continue
+        logs = np.array([[r.grid_logprob(a) for a in alphas] for r in judged])  # (rollouts, points)
+        target = np.array([r.logprob_target for r in judged])
+        out.append(target - logsumexp(log_share + logs, axis=1))
     return out
 
 
-def balance_heuristic(points: Sequence[PathPoint]) -> tuple[float, float, np.ndarray]:
-    """(μ̂, standard error, per-sample contributions f·w) of the balance-heuristic estimator."""
+def balance_heuristic(points: Sequence[PathPoint],
+                      log_weights: Sequence[np.ndarray] | None = None) -> tuple[float, float, np.ndarray]:
+    """(μ̂, standard error, per-sample contributions f·w) of the balance-heuristic estimator;
+    ``log_weights`` may pass :func:`mixture_log_weights` of the points when already at hand."""
     total = float(sum(p.n for p in points))
     mean_terms, var_terms, contributions = 0.0, 0.0, []
-    for p, lw in zip(points, mixture_log_weights(points)):
+    for p, lw in zip(points, log_weights if log_weights is not None else mixture_log_weights(points)):
         hit = np.array([bool(o.flagged) for o in p.observations if o.flagged is not None], dtype=bool)
         g_arr = np.array([math.exp(x) if h else 0.0 for x, h in zip(lw, hit)])
         contributions.append(g_arr)
@@ -119,10 +120,11 @@ def mis(
                         interval=monotone_bound_interval(_bound_basis(points), confidence), rollouts=spent,
                         failed=failed, upper_bound_only=True, settings=settings,
                         diagnostics={"points": path, "assumes": "monotone rate along the path"}, flags=("no_hits",))
-    mean, se, g = balance_heuristic(points)
+    per_point = mixture_log_weights(points)
+    mean, se, g = balance_heuristic(points, per_point)
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
     ess_hits = float(g.sum() ** 2 / (g**2).sum()) if g.sum() > 0 else 0.0
-    log_w = np.concatenate(mixture_log_weights(points))
+    log_w = np.concatenate(per_point)
     flagged = np.array([bool(o.flagged) for p in points for o in p.observations if o.flagged is not None], dtype=bool)
     tails = weight_diagnostics(log_w, flagged)
     diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits,
