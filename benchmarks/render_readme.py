@@ -255,6 +255,18 @@ def engine_table(data: dict) -> str:
                               f"CPU (torch {m['torch']}); both paths measured in the same run. GPU: not measured.")
 
 
+def demo_loaded_table(data: dict) -> str:
+    m = data["machine"]
+    return (f"On the same machine shared with other jobs ({m['busy_cores_at_start']:.1f} of {m['cores']} cores busy at the "
+            f"start, {m['busy_cores_at_end']:.1f} at the end), a smaller demo (`tailscope {data['demo']}`) took "
+            f"{data['chosen_s'] / 60:.1f} min with the {data['chosen_threads']} thread(s) the CLI chose; with "
+            f"{data['all_cores_threads']} threads it " + (
+                f"took {data['all_cores_s'] / 60:.1f} min ({data['all_cores_vs_chosen']:.2f}× the time)"
+                if data["all_cores_s"] is not None else
+                f"had not finished after {data['all_cores_stopped_after_s'] / 60:.1f} min (10× the time) and was stopped")
+            + f". `{data['command']}`, torch {m['torch']}.")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -269,6 +281,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "lpe-families": (("lpe_families.json",), lpe_families_table),
     "workers": (("workers.json",), workers_table),
     "demo": (("demo.json",), demo_table),
+    "demo-loaded": (("demo_loaded.json",), demo_loaded_table),
     "engine": (("engine.json",), engine_table),
     "serve": (("serve.json",), serve_table),
     "calibration": (("calibration.json", "calibration_fast.json"), calibration_table),
