@@ -165,3 +165,20 @@ def test_a_default_reply_limit_is_cut_to_what_the_context_leaves(engine, tiny_pa
         run(engine.complete(spec))
     choices = run(engine.complete(spec, fit=True)).choices
     assert all(len(c.token_ids) <= room for c in choices)
+
+
+def test_after_a_full_batch_the_next_waits_for_its_clients_to_return(tiny_pair):
+    """A lone request arriving first does not start a batch of one while the last batch's other
+    clients are still sending theirs (the engine lingers until as many rows wait as last time)."""
+    with Engine(tiny_pair, name="tiny", max_tokens=4, batch_size=8, linger=30.0) as eng:
+        run(eng.complete(GenerationSpec(prompt=CHAT, n=4, max_tokens=4, seed=1)))
+
+        async def staggered():
+            first = asyncio.ensure_future(eng.complete(GenerationSpec(prompt=CHAT, n=1, max_tokens=4, seed=2)))
+            await asyncio.sleep(0.05)
+            rest = [eng.complete(GenerationSpec(prompt=TEXT, n=1, max_tokens=4, seed=k)) for k in range(3)]
+            return await asyncio.gather(first, *rest)
+
+        before = eng.batches
+        assert all(r.choices for r in run(staggered()))
+        assert eng.batches - before == 1

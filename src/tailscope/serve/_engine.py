@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -99,10 +100,12 @@ class Engine:
         max_tokens: a request's reply limit when it sets none (capped by the context length).
         batch_size: rows (replies) decoded together at most.
         seed: the run seed of the counter-based stream; a request's own seed goes into its prompt id.
+        linger: seconds the next batch may wait for the clients whose replies ended with the last
+            batch to send their next requests (it starts as soon as they have); 0 never waits.
     """
 
     def __init__(self, pair: ModelPair, *, name: str, alpha: float = 1.0, max_tokens: int = 256,
-                 batch_size: int = 32, seed: int = 0):
+                 batch_size: int = 32, seed: int = 0, linger: float = 0.25):
         if batch_size < 1:
             raise ValueError(f"`batch_size` (={batch_size}) must be >= 1")
         Proposal(alpha=alpha)  # checks α
@@ -115,6 +118,8 @@ class Engine:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.linger = float(linger)
+        self._want = 0  # rows the next batch waits for (up to `linger`): those queued plus the clients about to return
         self.batches = 0  # batches decoded so far (for benchmarks and tests: how well requests shared)
         self.token_text = lru_cache(maxsize=None)(self._token_text)
 
@@ -240,6 +245,7 @@ class Engine:
                 if self._closed:
                     return None
                 self._cond.wait()
+            self._gather()
             first = self._queue.popleft()
             jobs, rows, rest = [first], first.spec.n, deque()
             while self._queue:
@@ -253,6 +259,21 @@ class Engine:
                     rest.append(job)
             self._queue = rest
             return jobs
+
+    def _gather(self) -> None:
+        """Under load, wait briefly so the next batch is not a lone early request.
+
+        When a batch ends, the clients of the replies that ended with it send their next requests a
+        few milliseconds later; the requests that came in during the batch would otherwise start
+        without them and make them wait a whole batch. Waits (lock released) until the rows queued
+        reach those waiting when the batch ended plus one per such reply, or ``linger`` passes."""
+        want = min(self.batch_size, self._want)
+        deadline = time.monotonic() + self.linger
+        while not self._closed and sum(j.spec.n for j in self._queue if not j.cancelled) < want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _work(self) -> None:
         while (jobs := self._take()) is not None:
@@ -323,6 +344,11 @@ class Engine:
             if job.replies[i].finish is None and not job.finished:
                 job.replies[i].finish = "length"
                 self._reply_done(job, i)
+        # replies that ended at the last step were just delivered: their clients have not come back yet
+        last = max(len(job.replies[i].text.tokens) for job, i in rows)
+        returning = sum(len(job.replies[i].text.tokens) == last for job, i in rows)
+        with self._cond:
+            self._want = sum(j.spec.n for j in self._queue if not j.cancelled) + returning
 
     def _reply_done(self, job: _Job, i: int) -> None:
         reply = job.replies[i]
