@@ -101,6 +101,7 @@ def main() -> None:
     reqs = requests_for(total)
     # the single client sends an evenly spaced share of the same requests (same prompts and seeds)
     alone = reqs[:: max(1, total // args.sequential)][: args.sequential]
+    load_before = os.getloadavg()[0]
     proc, url = start_server(batch_size=args.clients)
     try:
         asyncio.run(run(url, reqs[:4], 1))  # warm up: first-call allocations, tokenizer caches
@@ -125,7 +126,9 @@ def main() -> None:
         "ratio": concurrent["tokens_per_s"] / sequential["tokens_per_s"],
         "failed_requests": sequential["errors"] + concurrent["errors"],
         "machine": {"cpu_threads": 1, "cores": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version(), "openai": openai.__version__},
+                    "python": platform.python_version(), "openai": openai.__version__,
+                    # other work on the machine while this ran (1-minute load average, before and after)
+                    "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")

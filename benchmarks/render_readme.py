@@ -218,7 +218,9 @@ def serve_table(data: dict) -> str:
                               f"{data['alpha']:g}) in its own process, {m['cpu_threads']} torch thread, on a {m['cores']}-core CPU "
                               f"shared with the client; the real async `openai` client ({m['openai']}) on 127.0.0.1, "
                               f"chat requests with max_tokens {data['max_tokens']}, temperature 1, fixed seeds; both rows "
-                              "measured in one run.")
+                              "measured in one run" + (f" (1-minute load average of other work: {m['load_average'][0]:g} "
+                                                       f"before, {m['load_average'][1]:g} after)" if "load_average" in m else "")
+                              + ".")
 
 
 def calibration_table(data: dict) -> str:
