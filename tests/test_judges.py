@@ -272,10 +272,18 @@ class _Handler(BaseHTTPRequestHandler):
                     {"token": "x", "logprob": -5}]}]}
             self._send(200, {"choices": [choice]})
         finally:
-            with server.lock:
-                server.in_flight -= 1
+            self._done()
+
+    def _done(self):
+        """Count the request as finished before its reply goes out: a client that sends its next
+        request on reading the reply must never be counted twice in flight."""
+        if not getattr(self, "_finished", False):
+            self._finished = True
+            with self.server.lock:
+                self.server.in_flight -= 1
 
     def _send(self, status, payload, headers=None):
+        self._done()
         data = json.dumps(payload).encode()
         self.send_response(status)
         for key, value in (headers or {}).items():
