@@ -239,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         server = self.server
+        self._finished = False
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         user = body["messages"][-1]["content"]
         with server.lock:
