@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all test-integration bench clean engine-env
+.PHONY: setup demo test test-slow test-all test-integration bench clean engine-env
 
 setup: $(STAMP)
 
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/tailscope demo
 
-# the fast set (minutes); test-all adds the long statistical tests; CI runs both and the integration group
+# the fast set (minutes); test-slow the long statistical tests; test-all both; CI runs test, test-slow
+# and the integration group (a real vLLM server, a local Ray cluster, our own HTTP server)
 test: setup
 	$(PY) -m pytest -q -m "not slow and not integration"
+
+test-slow: setup
+	$(PY) -m pytest -q -m "slow and not integration"
 
 test-all: setup
 	$(PY) -m pytest -q -m "not integration"
