@@ -37,17 +37,21 @@ from .smollm2_backdoor import build_smollm2_backdoor
 __all__ = ["ALPHA_GRID", "BUILDERS", "BUILD_ORDER", "LDA_GRID", "build", "build_chat", "ground_truth", "histogram",
            "plot_rates", "save_fp16", "verify", "write_organism"]
 
-BUILDERS: dict[str, Callable[[Path, Progress], Path]] = {
+BUILDERS: dict[str, Callable[[Path, Progress], Path] | str] = {
     "chat": build_chat,
     **{name: partial(build_refusal, name=name) for name in REFUSAL_VARIANTS},
     "backdoor": build_backdoor,
     "contamination": build_contamination,
     "checkpoints": build_contamination,
     "smollm2-backdoor": build_smollm2_backdoor,
+    # "module:function" targets load on use (the recipe imports this module's verify); one build
+    # writes both (the safety-tuned SmolLM2 and its abliterated partner)
+    "smollm2-safety": "tailscope.organisms.smollm2_safety_build:build_smollm2_safety",
+    "smollm2-safety-abliterated": "tailscope.organisms.smollm2_safety_build:build_smollm2_safety",
 }
 
 # every recipe once, in dependency order (``contamination`` also writes ``checkpoints``)
-BUILD_ORDER = ("chat", *REFUSAL_VARIANTS, "backdoor", "contamination", "smollm2-backdoor")
+BUILD_ORDER = ("chat", *REFUSAL_VARIANTS, "backdoor", "contamination", "smollm2-backdoor", "smollm2-safety")
 
 
 def build(name: str, *, root: Path | None = None, progress: Progress = noop) -> Path:
@@ -56,7 +60,13 @@ def build(name: str, *, root: Path | None = None, progress: Progress = noop) -> 
         raise KeyError(f"no recipe for organism {name!r}; recipes exist for {sorted(BUILDERS)}")
     root = Path(root or DATA_DIR)
     root.mkdir(parents=True, exist_ok=True)
-    return BUILDERS[name](root, progress)
+    recipe = BUILDERS[name]
+    if isinstance(recipe, str):
+        import importlib
+
+        module, attr = recipe.split(":")
+        recipe = getattr(importlib.import_module(module), attr)
+    return recipe(root, progress)
 
 
 # --------------------------------------------------------------------------- verify

@@ -73,7 +73,7 @@ def list_organisms(data_dir: Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/card.json"))
 
 
-_CACHE: dict[tuple[str, str, str], tuple[LoadedModel, ...]] = {}
+_CACHE: dict[tuple[str, str, str, str | None], tuple[LoadedModel, ...]] = {}
 BUNDLED = ("smollm2",)  # model specs a card may name that are not folders under the data directory
 
 
@@ -88,19 +88,38 @@ def resolve_spec(spec: str, root: Path) -> str:
     return str((root / spec).resolve())
 
 
-def _model(spec: str, device: str, dtype: str) -> LoadedModel:
-    key = (spec, device, dtype)
+def _model(spec: str, device: str, dtype: str, ablate: str | None = None) -> LoadedModel:
+    """A model of a card, cached per process; with ``ablate`` (a ``refusal_direction.safetensors``
+    written by abliteration) the direction is removed from a fresh copy's weights (METHODS.md §4),
+    which is how an abliterated partner ships without its full weights."""
+    key = (spec, device, dtype, ablate)
     if key not in _CACHE:
-        _CACHE[key] = (load_model(spec, device=device, dtype=dtype),)
+        lm = load_model(spec, device=device, dtype=dtype)
+        if ablate is not None:
+            from safetensors.torch import load_file
+
+            from ..abliteration import orthogonalize_weights
+
+            orthogonalize_weights(lm.model, load_file(ablate)["direction"])
+            lm = LoadedModel(lm.model, lm.tokenizer, f"{spec} abliterated ({Path(ablate).parent.name})", lm.device)
+        _CACHE[key] = (lm,)
     return _CACHE[key][0]
 
 
-def load(name: str, *, device: str = "cpu", dtype: str = "float32", data_dir: Path | None = None) -> Organism:
+def _card_model(entry: str | dict, root: Path, device: str, dtype: str) -> LoadedModel:
+    """A card's ``reference``/``target``: a spec, or ``{"spec": SPEC, "ablate": DIRECTION_FILE}``."""
+    if isinstance(entry, dict):
+        return _model(resolve_spec(entry["spec"], root), device, dtype, str((root / entry["ablate"]).resolve()))
+    return _model(resolve_spec(entry, root), device, dtype)
+
+
+def load(name: str, *, device: str = "cpu", dtype: str | None = None, data_dir: Path | None = None) -> Organism:
     """Load a shipped organism by name (see :func:`list_organisms`).
 
-    Weights are stored in float16 and loaded as ``dtype`` (float32 by default, which is what the
-    ground truth was computed with). Loaded models are cached per process, so organisms that share
-    a checkpoint share one model object; do not train them in place.
+    Weights are stored in float16 and loaded as ``dtype``; by default the card's ``dtype`` (float32
+    unless the card says otherwise), which is what the ground truth was computed with. Loaded
+    models are cached per process, so organisms that share a checkpoint share one model object; do
+    not train them in place.
     """
     root = data_dir or DATA_DIR
     folder = root / name
@@ -110,8 +129,9 @@ def load(name: str, *, device: str = "cpu", dtype: str = "float32", data_dir: Pa
             f"build it with `tailscope organisms build {name}`"
         )
     card = json.loads((folder / "card.json").read_text())
-    reference = _model(resolve_spec(card["reference"], root), device, dtype)
-    target = _model(resolve_spec(card["target"], root), device, dtype)
+    dtype = dtype or card.get("dtype", "float32")
+    reference = _card_model(card["reference"], root, device, dtype)
+    target = _card_model(card["target"], root, device, dtype)
     truth = json.loads((folder / "ground_truth.json").read_text())
     ckpt_dir = folder / "checkpoints"
     checkpoints = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir()) if ckpt_dir.exists() else []
