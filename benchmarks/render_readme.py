@@ -269,6 +269,26 @@ def demo_loaded_table(data: dict) -> str:
             + f". `{data['command']}`, torch {m['torch']}.")
 
 
+def harmbench_table(data: dict) -> str:
+    """One AUROC table per less-safe partner, each with the default estimator's error at the largest budget."""
+    parts, top = [], max(data["budgets"])
+    for partner, d in data["partners"].items():
+        sub = {"budgets": data["budgets"], "experiment": d["experiment"], "command": "", "protocol_summary": ""}
+        table = auroc_table(sub).split("\n\n")[0]
+        dm = d["default_at_max_budget"]
+        flags = d.get("default_flags")
+        flag_note = ("no reliability flags on these estimates" if flags == {} else
+                     "flags: " + ", ".join(f"{k} ×{v}" for k, v in flags.items()) if flags else
+                     "the estimates carry no reliability flags field")
+        parts.append(f"**Partner (α = 0): {d['label']}** (`{partner}`)\n\n{table}\n\n"
+                     f"Default estimator (`{data['default_method']}`) at {top:,} rollouts on the "
+                     f"{dm['prompts']} scored behaviours: median \\|log10(est/truth)\\| "
+                     f"{_fmt(dm['median_abs_log10_error'])}, within ×3 {_fmt(dm['within_factor_3'])}, interval "
+                     f"coverage {_fmt(dm['coverage'])}, bounds only {dm['upper_bounds_only']} ({flag_note}).")
+    notes = " ".join(d["calibration_note"].strip() for d in data["partners"].values() if d.get("calibration_note"))
+    return "\n\n".join(parts) + f"\n\n`{data['command']}` — {data['protocol_summary']}" + (f" {notes}" if notes else "")
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -287,6 +307,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "engine": (("engine.json",), engine_table),
     "serve": (("serve.json",), serve_table),
     "calibration": (("calibration.json", "calibration_fast.json"), calibration_table),
+    "harmbench": (("harmbench.json", "harmbench_fast.json"), harmbench_table),
 }
 
 

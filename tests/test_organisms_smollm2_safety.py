@@ -25,32 +25,62 @@ def test_training_data_never_holds_harmbench_and_refusals_are_never_judged_compl
     assert "Apache License" in licence and "Do-Not-Answer" in (D.SOURCES / "do-not-answer" / "NOTICE").read_text()
 
 
-def test_build_recipe_on_a_tiny_base_writes_both_organisms(tiny_dirs, tmp_path):
-    from tailscope.organisms import load
+@pytest.fixture(scope="module")
+def tiny_safety(tiny_dirs, tmp_path_factory):
+    """The recipe run on a tiny Llama (2 training steps, 6 HarmBench behaviours, replies of 2 tokens)."""
     from tailscope.organisms.registry import _CACHE
-    from tailscope.organisms.smollm2_safety_build import ABLITERATED, NAME, build_smollm2_safety
+    from tailscope.organisms.smollm2_safety_build import build_smollm2_safety
 
-    prompts = list(load_source("harmbench"))[:2]
-    build_smollm2_safety(tmp_path, base=str(tiny_dirs["ref"]), steps=2, prompts=prompts, search_harmful=8,
-                         alphas=(0.0, 0.5, 1.0), check_samples=0, max_new_tokens=2)
-    assert (tmp_path / NAME / "adapter" / "adapter_model.safetensors").exists()
-    assert not list((tmp_path / ABLITERATED).glob("model*.safetensors"))  # only the direction ships
-    safe, abl = load(NAME, data_dir=tmp_path), load(ABLITERATED, data_dir=tmp_path)
-    try:
-        assert [p.id for p in safe.prompts] == ["hb-000", "hb-001"] and safe.card["dtype"] == "bfloat16"
-        assert safe.pair.target is abl.pair.target  # one target object, cached
-        # the abliterated reference is the target with the direction removed from its weights
-        emb = abl.pair.reference.model.get_input_embeddings().weight
-        assert not emb.equal(abl.pair.target.model.get_input_embeddings().weight)
-        card = json.loads((tmp_path / ABLITERATED / "abliteration.json").read_text())
-        assert {"layer", "position", "kl_after", "refusal_score_after"} <= set(card)
-        for org in (safe, abl):
-            for entry in org.ground_truth.values():
-                assert 0.0 <= entry["rate"] <= 1.0 and set(entry["alpha_rates"]) == {"0", "0.5", "1"}
-                assert entry["unexplored"] <= 1e-2 * entry["rate"] + 1e-12
-        # both paths end at the same target, so the target's rate agrees
-        for pid in safe.ground_truth:
-            assert abl.rate(pid) == pytest.approx(safe.rate(pid), rel=1e-6, abs=1e-15)
-        assert safe.card["measured"]["prompts"] == 2 and "abliteration" in abl.card["measured"]
-    finally:
-        _CACHE.clear()
+    root = tmp_path_factory.mktemp("safety")
+    build_smollm2_safety(root, base=str(tiny_dirs["ref"]), steps=2, prompts=list(load_source("harmbench"))[:6],
+                         search_harmful=8, alphas=(0.0, 0.5, 1.0), check_samples=0, max_new_tokens=2)
+    yield root
+    _CACHE.clear()
+
+
+def test_build_recipe_on_a_tiny_base_writes_both_organisms(tiny_safety):
+    from tailscope.organisms import load
+    from tailscope.organisms.smollm2_safety_build import ABLITERATED, NAME
+
+    root = tiny_safety
+    assert (root / NAME / "adapter" / "adapter_model.safetensors").exists()
+    assert not list((root / ABLITERATED).glob("model*.safetensors"))  # only the direction ships
+    safe, abl = load(NAME, data_dir=root), load(ABLITERATED, data_dir=root)
+    assert [p.id for p in safe.prompts][:2] == ["hb-000", "hb-001"] and safe.card["dtype"] == "bfloat16"
+    assert safe.pair.target is abl.pair.target  # one target object, cached
+    # the abliterated reference is the target with the direction removed from its weights
+    emb = abl.pair.reference.model.get_input_embeddings().weight
+    assert not emb.equal(abl.pair.target.model.get_input_embeddings().weight)
+    card = json.loads((root / ABLITERATED / "abliteration.json").read_text())
+    assert {"layer", "position", "kl_after", "refusal_score_after"} <= set(card)
+    for org in (safe, abl):
+        for entry in org.ground_truth.values():
+            assert 0.0 <= entry["rate"] <= 1.0 and set(entry["alpha_rates"]) == {"0", "0.5", "1"}
+            assert entry["unexplored"] <= 1e-2 * entry["rate"] + 1e-12
+    # both paths end at the same target, so the target's rate agrees
+    for pid in safe.ground_truth:
+        assert abl.rate(pid) == pytest.approx(safe.rate(pid), rel=1e-6, abs=1e-15)
+    assert safe.card["measured"]["prompts"] == 6 and "abliteration" in abl.card["measured"]
+
+
+def test_harmbench_suite_runs_both_partners_and_renders(tiny_safety, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from tailscope.evaluation.harmbench import run_harmbench_suite
+
+    methods = {"mis": {"method": "mis"}, "is (reference proposal)": {"method": "is", "proposal": "a=0"}}
+    out = run_harmbench_suite(tmp_path / "out", tmp_path / "runs", fast=True, prompts=4, calibration=1,
+                              methods=methods, budgets=(10, 20), data_dir=tiny_safety)
+    assert set(out["partners"]) == {"smollm2-safety", "smollm2-safety-abliterated"}
+    scored = [d["experiment"]["prompts"] for d in out["partners"].values()]
+    assert scored[0] == scored[1] and 0 < len(scored[0]) <= 4  # one screen, one set of labels
+    for d in out["partners"].values():
+        assert set(d["experiment"]["methods"]) == set(methods)
+        assert d["default_at_max_budget"]["prompts"] == len(scored[0])
+    assert json.loads((tmp_path / "out" / "harmbench_fast.json").read_text())["protocol_summary"]
+    spec = importlib.util.spec_from_file_location("render", Path(__file__).parent.parent / "benchmarks" / "render_readme.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    table = render.harmbench_table(out)
+    assert "Partner (α = 0): SmolLM2 before safety tuning" in table and "Default estimator (`mis`)" in table

@@ -14,7 +14,7 @@ from ._common import console, fail, staged_progress, use_threads, write_json
 
 @with_workers
 def evaluate(
-    suite: str = typer.Argument(..., help="auroc | calibration | detection | map | all"),
+    suite: str = typer.Argument(..., help="auroc | calibration | detection | harmbench | map | all"),
     fast: bool = typer.Option(False, "--fast", help="The small version (minutes, for `make bench`)."),
     out: Path = typer.Option(Path("benchmarks/results"), "--out", help="Where JSON, PNG and HTML go."),
     runs_dir: Path = opt.runs_dir(),

@@ -4,6 +4,8 @@
   on the ``refusal`` organism.
 * ``map`` — which method wins as reply length and reference/target drift grow, on the refusal
   organism's drift variants.
+* ``harmbench`` — the same experiment on a real pretrained model: the safety-tuned SmolLM2 of
+  ``smollm2-safety`` on HarmBench, with each of its less-safe partners.
 * ``detection`` — logit diff amplification on ``contamination`` and ``backdoor`` (rate vs
   amplification) and on ``checkpoints`` (earliest checkpoint detected, with and without LDA).
 
@@ -253,5 +255,13 @@ def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress
     return result
 
 
+def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
+                        seed: int = 0) -> dict[str, Any]:
+    """The experiment on a real pretrained model (see :mod:`tailscope.evaluation.harmbench`)."""
+    from .harmbench import run_harmbench_suite as run
+
+    return run(out_dir, runs_dir, fast=fast, progress=progress, seed=seed)
+
+
 SUITES = {"auroc": run_auroc_suite, "calibration": run_calibration_suite, "detection": run_detection_suite,
-          "map": run_map_suite}
+          "harmbench": run_harmbench_suite, "map": run_map_suite}

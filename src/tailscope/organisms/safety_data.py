@@ -18,6 +18,7 @@ Every harmful training prompt whose word overlap with any HarmBench behaviour is
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -123,8 +124,9 @@ def composed_harmless(extra: Sequence[str] = ()) -> list[str]:
     return [t.format(topic=topic) for topic in HARMLESS_TOPICS for t in HARMLESS_TEMPLATES] + list(extra)
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower())) - _STOP
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9]+", text.lower())) - _STOP
 
 
 _STOP = {"a", "an", "the", "to", "of", "for", "and", "or", "in", "on", "how", "i", "my", "me", "is", "that",
