@@ -33,7 +33,7 @@ def tiny_safety(tiny_dirs, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("safety")
     build_smollm2_safety(root, base=str(tiny_dirs["ref"]), steps=2, prompts=list(load_source("harmbench"))[:6],
-                         search_harmful=8, alphas=(0.0, 0.5, 1.0), check_samples=0, max_new_tokens=2)
+                         search_harmful=8, alphas=(0.0, 0.5, 1.0), check_samples=0, max_new_tokens=2, verify_rollouts=50)
     yield root
     _CACHE.clear()
 
@@ -61,6 +61,9 @@ def test_build_recipe_on_a_tiny_base_writes_both_organisms(tiny_safety):
     for pid in safe.ground_truth:
         assert abl.rate(pid) == pytest.approx(safe.rate(pid), rel=1e-6, abs=1e-15)
     assert safe.card["measured"]["prompts"] == 6 and "abliteration" in abl.card["measured"]
+    # the build cross-checks its rates against naive sampling where they are large enough
+    checks = safe.card["measured"]["verify"]
+    assert all(c["ok"] for c in checks) and {c["alpha"] for c in checks} <= {0.0, 1.0}
 
 
 def test_harmbench_suite_runs_both_partners_and_renders(tiny_safety, tmp_path):

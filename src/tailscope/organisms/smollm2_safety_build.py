@@ -72,7 +72,7 @@ def abliterate_target(target, harmful: Sequence[str], out: Path, *, check_sample
 def build_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str = "smollm2", steps: int = S.STEPS,
                          prompts: Sequence[Prompt] | None = None, search_harmful: int = SEARCH_HARMFUL,
                          alphas: Sequence[float] = ALPHAS, check_samples: int = 4,
-                         max_new_tokens: int = S.MAX_NEW_TOKENS) -> Path:
+                         max_new_tokens: int = S.MAX_NEW_TOKENS, verify_rollouts: int = 500) -> Path:
     """Train, abliterate and compute ground truth. ``base`` (another checkpoint of the Llama family),
     ``steps``, ``prompts``, ``search_harmful`` and ``check_samples`` shrink it for tests; the shipped
     build uses the defaults and all 200 HarmBench behaviours."""
@@ -97,18 +97,19 @@ def build_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str = 
     data["train_seconds"] = round(time.time() - started)
     (folder / "adapter" / "training.json").write_text(json.dumps(data, indent=1) + "\n")
     return finish_smollm2_safety(root, progress, base=base_spec, prompts=prompts, search_harmful=search_harmful,
-                                 alphas=alphas, check_samples=check_samples, max_new_tokens=max_new_tokens)
+                                 alphas=alphas, check_samples=check_samples, max_new_tokens=max_new_tokens,
+                                 verify_rollouts=verify_rollouts)
 
 
 def finish_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str = "smollm2",
                           prompts: Sequence[Prompt] | None = None, search_harmful: int = SEARCH_HARMFUL,
                           alphas: Sequence[float] = ALPHAS, check_samples: int = 4,
-                          max_new_tokens: int = S.MAX_NEW_TOKENS) -> Path:
+                          max_new_tokens: int = S.MAX_NEW_TOKENS, verify_rollouts: int = 500) -> Path:
     """The build after training, from the adapter in ``root/smollm2-safety/adapter``: abliterate the
     target, write both cards, compute the ground truth along both paths."""
     from ..models import load_model
     from ..prompt_sources import load_source
-    from .build import histogram, write_organism
+    from .build import histogram, verify, write_organism
     from .groundtruth import opening_regex
     from .registry import _CACHE, load
 
@@ -159,5 +160,12 @@ def finish_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str =
                 "layer", "position", "search_refusal_score", "search_kl", "refusal_score_after", "kl_after",
                 "baseline_refusal_score")}
         write_organism(fold, card=c, prompts=records, truth=truth)
+        if verify_rollouts:
+            # the cross-check: naive sampling where the rate is large enough to see (α = 0 and α = 1)
+            checks = verify(name, rollouts=verify_rollouts, prompts=2, alphas=(0.0, 1.0), min_expected_hits=10,
+                            max_new_tokens=max_new_tokens, data_dir=root, progress=progress)
+            c["measured"]["verify"] = checks
+            c["measured"]["finish_seconds"] = round(time.time() - started)
+            (fold / "card.json").write_text(json.dumps(c, indent=1))
     _CACHE.clear()
     return folder
