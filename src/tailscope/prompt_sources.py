@@ -80,7 +80,7 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError("reading parquet needs pyarrow: pip install 'tailscope[parquet]'") from None
+        raise PromptFileError("reading parquet needs pyarrow: pip install 'tailscope[parquet]'") from None
     return pq.read_table(path).to_pylist()
 
 
@@ -93,7 +93,7 @@ def _from_hf(spec: str) -> PromptSet:
     try:
         import datasets
     except ImportError:
-        raise ImportError("hf: prompt sources need the `datasets` package: pip install 'tailscope[hf]'") from None
+        raise PromptFileError("hf: prompt sources need the `datasets` package: pip install 'tailscope[hf]'") from None
     folder = Path(name)
     try:
         if (folder / "dataset_info.json").exists() or (folder / "dataset_dict.json").exists():
