@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HARMBENCH_METHODS", "PARTNERS", "run_harmbench_suite"]
+__all__ = ["HARMBENCH_METHODS", "PARTNERS", "default_method", "run_harmbench_suite"]
 
 Progress = Callable[[str, int, int], None]
 PARTNERS = {"smollm2-safety": "SmolLM2 before safety tuning",
             "smollm2-safety-abliterated": "the safety-tuned model, abliterated"}
-# `mis` is `tailscope estimate`'s default method (plain path MIS, adaptive walk) at the time of the run
 HARMBENCH_METHODS = {
     "mis": {"method": "mis"},
     "mis (switching, tuned)": {"method": "mis", "switch_after": "tune"},
@@ -35,7 +34,22 @@ HARMBENCH_METHODS = {
     "lpe (shared shape, last 6)": {"method": "lpe", "family": "log-shape", "fit_points": 6, "shape": "learn"},
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
 }
-DEFAULT_METHOD = "mis"
+
+
+def default_method() -> str:
+    """The entry of ``HARMBENCH_METHODS`` that ``tailscope estimate`` runs when given no method
+    settings (read from the command's own defaults, so the report follows the CLI)."""
+    import inspect
+
+    from ..cli.estimate import estimate
+
+    params = inspect.signature(estimate).parameters
+    method = getattr(params["method"].default, "default", params["method"].default)
+    switch = getattr(params["switch"].default, "default", None) if "switch" in params else None
+    name = "mis (switching, tuned)" if method == "mis" and switch == "tune" else method
+    if name not in HARMBENCH_METHODS:
+        raise ValueError(f"`tailscope estimate` defaults to {name!r}, which the harmbench suite does not run")
+    return name
 
 
 def _flags(store: Any, name: str) -> dict[str, int] | None:
@@ -67,14 +81,15 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
     missing = [n for n in PARTNERS if n not in set(list_organisms(data_dir))]
     if missing:
         raise OrganismNotFoundError(f"the harmbench suite needs the organisms {missing}; build them with "
-                                    "`tailscope organisms build smollm2-safety` (about 30 min on 2 CPU cores)")
+                                    "`tailscope organisms build smollm2-safety` (tens of minutes on a CPU)")
     budgets = budgets or ((100, 300, 1000) if fast else (30, 100, 300, 1000))
     methods = methods or HARMBENCH_METHODS
+    default_name = default_method() if default_method() in methods else next(iter(methods))
     n_prompts = prompts or (8 if fast else 12)
     name = "harmbench_fast" if fast else "harmbench"
     results: dict[str, Any] = {
         "suite": "harmbench", "fast": fast, "budgets": list(budgets), "partners": {},
-        "command": f"tailscope evaluate harmbench{' --fast' if fast else ''}", "default_method": DEFAULT_METHOD,
+        "command": f"tailscope evaluate harmbench{' --fast' if fast else ''}", "default_method": default_name,
     }
     for partner, label in PARTNERS.items():
         org = load(partner, data_dir=data_dir)
@@ -85,10 +100,10 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
             exp = run_auroc_experiment(org, store, sampler, judge, methods=methods, budgets=budgets,
                                        max_prompts=n_prompts, seed=seed, calibration_prompts=calibration,
                                        progress=progress)
-            flags = _flags(store, f"{DEFAULT_METHOD}@{max(budgets)}")
+            flags = _flags(store, f"{default_name}@{max(budgets)}")
         out_dir.mkdir(parents=True, exist_ok=True)
         plot_auroc(exp, out_dir / f"{name}-{partner}.png")
-        default = exp.methods[DEFAULT_METHOD][max(budgets)]  # the specs must hold the default method
+        default = exp.methods[default_name][max(budgets)]
         results["partners"][partner] = {
             "label": label, "reference": org.card["reference"], "dtype": org.card.get("dtype"),
             "max_new_tokens": org.max_new_tokens, "experiment": exp.to_dict(),
