@@ -8,7 +8,7 @@ import pytest
 
 from tailscope.organisms import safety_data as D
 from tailscope.organisms.smollm2_safety import COMPLY_OPENINGS, training_set
-from tailscope.prompt_sources import load_source
+from tailscope.prompts import load_prompts as load_source
 
 
 def test_training_data_never_holds_harmbench_and_refusals_are_never_judged_compliance():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tailscope.prompt_sources import HARMBENCH, is_source_spec, load_source
+from tailscope.prompt_sources import HARMBENCH, is_source_spec
 from tailscope.prompts import PromptFileError, load_prompts
 
 
@@ -25,7 +25,7 @@ def test_csv_and_tsv_columns(tmp_path):
     assert [p.id for p in ps] == ["x1", "x2"] and ps[1].text == "do another" and ps[0].meta == {"Category": "misc"}
     t = tmp_path / "b.tsv"
     t.write_text("goal\tother\nfirst goal\t1\n")
-    assert load_source(f"{t}:goal")[0].text == "first goal"
+    assert load_prompts(f"{t}:goal")[0].text == "first goal"
     with pytest.raises(PromptFileError, match=r"no column 'Nope' \(the columns are \['BehaviorID', 'Behavior', 'Category'\]\)"):
         load_prompts(f"{f}:Nope")
     f.write_text("Behavior\nok\n\n,\n")

@@ -108,10 +108,17 @@ def load_prompts(path: str | Path) -> PromptSet:
     Errors name the file and the line. Column and dataset specs (``file.csv:COLUMN``, ``.parquet``,
     ``hf:NAME[:SPLIT][:COLUMN]``, ``harmbench``) are read by :mod:`tailscope.prompt_sources`.
     """
-    from .prompt_sources import is_source_spec, load_source
+    from .prompt_sources import PromptSourceError, is_source_spec, read_source
 
     if is_source_spec(path):
-        return load_source(path)
+        try:
+            records = read_source(path)
+        except PromptSourceError as e:
+            raise PromptFileError(str(e)) from None
+        try:
+            return PromptSet([_prompt_from_record(r, f"{path} row {i}", f"p{i}") for i, r in enumerate(records)])
+        except ValueError as e:
+            raise PromptFileError(f"{path}: {e}") from None
     path = Path(path)
     if not path.exists():
         raise PromptFileError(f"prompt file not found: {path}")

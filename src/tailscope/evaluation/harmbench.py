@@ -65,6 +65,19 @@ def _flags(store: Any, name: str) -> dict[str, int] | None:
     return counts
 
 
+def _calibration_note(record: dict[str, Any]) -> str:
+    """What each tuned method chose, on which prompts, at what cost (none of it in the budgets)."""
+    notes = []
+    for name, r in record.items():
+        if r.get("shape") == "learned":
+            notes.append(f"{name}: path shape learned from the {r['source']}, {len(r['calibration_prompts'])} prompts")
+        elif "switch_after" in r or "proposal" in r:
+            what, chosen = ("proposal", r["proposal"]) if "proposal" in r else ("switch point", r["switch_after"])
+            notes.append(f"{name}: {what} {chosen} chosen by the cross-entropy search on "
+                         f"{len(r['calibration_prompts'])} calibration prompts (not scored; {r['rollouts']:,} rollouts)")
+    return ("Tuned settings — " + "; ".join(notes) + ".") if notes else ""
+
+
 def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
                         seed: int = 0, prompts: int | None = None, calibration: int = 3,
                         methods: dict[str, dict[str, Any]] | None = None, budgets: tuple[int, ...] | None = None,
@@ -75,8 +88,8 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
     from ..judges import make_judge
     from ..organisms import OrganismNotFoundError, list_organisms, load
     from ..sampling import PathSampler
+    from ..store import RunStore, run_config
     from .auroc import plot_auroc, run_auroc_experiment
-    from .suites import _calibration_note, _store
 
     missing = [n for n in PARTNERS if n not in set(list_organisms(data_dir))]
     if missing:
@@ -95,8 +108,8 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
         org = load(partner, data_dir=data_dir)
         judge = make_judge(org.judge_spec)
         sampler = PathSampler(org.pair, max_new_tokens=org.max_new_tokens, seed=seed, batch_size=256)
-        with _store(f"eval-harmbench-{partner}" + ("-fast" if fast else ""), sampler, judge, runs_dir,
-                    suite="harmbench") as store:
+        run = f"eval-harmbench-{partner}" + ("-fast" if fast else "")
+        with RunStore.open(run, run_config(sampler, judge=judge, suite="harmbench"), root=runs_dir) as store:
             exp = run_auroc_experiment(org, store, sampler, judge, methods=methods, budgets=budgets,
                                        max_prompts=n_prompts, seed=seed, calibration_prompts=calibration,
                                        progress=progress)

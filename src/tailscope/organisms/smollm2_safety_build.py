@@ -79,7 +79,7 @@ def build_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str = 
     import torch
 
     from ..models import load_model
-    from ..prompt_sources import load_source
+    from ..prompts import load_prompts as load_source
 
     started = time.time()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -108,7 +108,7 @@ def finish_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str =
     """The build after training, from the adapter in ``root/smollm2-safety/adapter``: abliterate the
     target, write both cards, compute the ground truth along both paths."""
     from ..models import load_model
-    from ..prompt_sources import load_source
+    from ..prompts import load_prompts as load_source
     from .build import histogram, verify, write_organism
     from .groundtruth import opening_regex
     from .registry import _CACHE, load
