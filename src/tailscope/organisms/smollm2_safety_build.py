@@ -106,7 +106,8 @@ def finish_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str =
                           alphas: Sequence[float] = ALPHAS, check_samples: int = 4,
                           max_new_tokens: int = S.MAX_NEW_TOKENS, verify_rollouts: int = 500) -> Path:
     """The build after training, from the adapter in ``root/smollm2-safety/adapter``: abliterate the
-    target, write both cards, compute the ground truth along both paths."""
+    target (kept if a stopped build already wrote it), write both cards, compute the ground truth
+    along both paths."""
     from ..models import load_model
     from ..prompts import load_prompts as load_source
     from .build import histogram, verify, write_organism
@@ -133,9 +134,13 @@ def finish_smollm2_safety(root: Path, progress: Progress = _noop, *, base: str =
     # the abliterated partner: `tailscope abliterate`'s library call on the target as shipped
     harmful, _, _ = S.training_set(3, exclude=[p.text for p in load_source("harmbench")])
     progress("abliterate the safety-tuned model", 0, 1)
-    target = load_model(f"{base_spec}+{(folder / 'adapter').resolve()}", dtype=S.DTYPE)
-    ab_card = abliterate_target(target, harmful[-search_harmful:], ab_folder, check_samples=check_samples)
-    del target
+    done = ab_folder / "abliteration.json"
+    if done.exists() and (ab_folder / "refusal_direction.safetensors").exists():
+        ab_card = json.loads(done.read_text())  # a resumed build: the abliteration of this adapter is done
+    else:
+        target = load_model(f"{base_spec}+{(folder / 'adapter').resolve()}", dtype=S.DTYPE)
+        ab_card = abliterate_target(target, harmful[-search_harmful:], ab_folder, check_samples=check_samples)
+        del target
     progress("abliterate the safety-tuned model", 1, 1)
     ab = {"name": ABLITERATED, "reference": {"spec": f"{base_spec}+{NAME}/adapter", "ablate":
                                              f"{ABLITERATED}/refusal_direction.safetensors"}, **common,
