@@ -72,6 +72,9 @@ def test_harmbench_suite_runs_both_partners_and_renders(tiny_safety, tmp_path):
 
     from tailscope.evaluation.harmbench import run_harmbench_suite
 
+    from tailscope.evaluation.harmbench import default_method
+
+    assert default_method() == "mis (switching, tuned)"  # the library's default estimator
     methods = {"mis": {"method": "mis"}, "is (reference proposal)": {"method": "is", "proposal": "a=0"}}
     out = run_harmbench_suite(tmp_path / "out", tmp_path / "runs", fast=True, prompts=4, calibration=1,
                               methods=methods, budgets=(10, 20), data_dir=tiny_safety)

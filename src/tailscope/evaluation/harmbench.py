@@ -37,18 +37,17 @@ HARMBENCH_METHODS = {
 
 
 def default_method() -> str:
-    """The entry of ``HARMBENCH_METHODS`` that ``tailscope estimate`` runs when given no method
-    settings (read from the command's own defaults, so the report follows the CLI)."""
-    import inspect
+    """The entry of ``HARMBENCH_METHODS`` that is tailscope's default estimator
+    (:mod:`tailscope.estimators.defaults`), so the report follows the library's default."""
+    from ..estimators.defaults import DEFAULT_METHOD, default_settings
+    from ..estimators.tuning import TUNE
 
-    from ..cli.estimate import estimate
-
-    params = inspect.signature(estimate).parameters
-    method = getattr(params["method"].default, "default", params["method"].default)
-    switch = getattr(params["switch"].default, "default", None) if "switch" in params else None
-    name = "mis (switching, tuned)" if method == "mis" and switch == "tune" else method
+    settings, _ = default_settings(10**6)
+    name = DEFAULT_METHOD
+    if DEFAULT_METHOD == "mis" and settings.get("switch_after") == TUNE:
+        name = "mis (switching, tuned)"
     if name not in HARMBENCH_METHODS:
-        raise ValueError(f"`tailscope estimate` defaults to {name!r}, which the harmbench suite does not run")
+        raise ValueError(f"the default estimator is {name!r}, which the harmbench suite does not run")
     return name
 
 
@@ -79,7 +78,7 @@ def _calibration_note(record: dict[str, Any]) -> str:
 
 
 def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                        seed: int = 0, prompts: int | None = None, calibration: int = 3,
+                        seed: int = 0, prompts: int | None = None, calibration: int | None = None,
                         methods: dict[str, dict[str, Any]] | None = None, budgets: tuple[int, ...] | None = None,
                         data_dir: Path | None = None) -> dict[str, Any]:
     """Run the experiment with each partner; write ``harmbench[_fast].json`` and one plot per partner.
@@ -97,6 +96,9 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
                                     "`tailscope organisms build smollm2-safety` (tens of minutes on a CPU)")
     budgets = budgets or ((100, 300, 1000) if fast else (30, 100, 300, 1000))
     methods = methods or HARMBENCH_METHODS
+    from ..estimators.defaults import CALIBRATION_PROMPTS
+
+    calibration = calibration or CALIBRATION_PROMPTS  # as many as the default estimator sets aside
     default_name = default_method() if default_method() in methods else next(iter(methods))
     n_prompts = prompts or (8 if fast else 12)
     name = "harmbench_fast" if fast else "harmbench"
