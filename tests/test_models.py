@@ -61,8 +61,12 @@ def test_peft_adapter_spec_merges_the_adapter(tiny_dirs, tmp_path):
     pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
+    from tailscope.adapters import quiet_peft
+
     base = load_model(tiny_dirs["ref"])
-    peft_model = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with quiet_peft():
+        peft_model = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
     ids = torch.tensor([[1, 5, 9, 12]])
     with torch.no_grad():
@@ -92,3 +96,34 @@ def test_smollm2_gguf_loads_and_samples():
     assert all(len(r.token_ids) >= 1 and r.text for r in rollouts)
     scored = sampler.scorer().score_rollouts({"q": Prompt("q", text="What is the capital of France?")}, rollouts, (1.0,))
     assert abs(scored[0, 0] - rollouts[0].logprob) < 1e-3
+
+
+def test_auto_device_and_dtype_on_this_machine(tiny_dirs):
+    from tailscope.devices import resolve_device, resolve_dtype
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    if expected == "cpu":  # bfloat16 only where a GPU computes in it
+        assert resolve_dtype("auto", "cpu") == torch.float32
+        lm = load_model(tiny_dirs["ref"], device="auto", dtype="auto")
+        assert lm.device == torch.device("cpu") and next(lm.model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"`device` \(='tpu'\) must be cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA device"):
+            load_model(tiny_dirs["ref"], device="cuda")
+
+
+def test_attention_implementation_and_device_map(tiny_dirs):
+    pytest.importorskip("accelerate")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    eager = load_model(tiny_dirs["ref"], attn_implementation="eager")
+    mapped = load_model(tiny_dirs["ref"], device_map="auto")
+    assert eager.model.config._attn_implementation == "eager"
+    assert mapped.device == next(mapped.model.parameters()).device
+    with torch.no_grad():
+        plain = load_model(tiny_dirs["ref"]).model(input_ids=ids).logits
+        torch.testing.assert_close(eager.model(input_ids=ids).logits, plain, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mapped.model(input_ids=ids.to(mapped.device)).logits.cpu(), plain)

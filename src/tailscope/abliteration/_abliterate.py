@@ -2,7 +2,9 @@
 
 The saved directory is a normal transformers checkpoint (safetensors, config, generation config,
 tokenizer) that :func:`tailscope.models.load_model` reads, plus ``abliteration.json`` (what was
-done and measured) and ``refusal_direction.safetensors`` (the unit direction removed).
+done and measured) and ``refusal_direction.safetensors`` (the unit direction removed). With
+``as_adapter=True`` it is a PEFT LoRA adapter of the base instead (:mod:`._adapter`), loaded as
+``BASE+DIR``, so that the abliterated reference and its target share one copy of the base.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class AbliterationResult:
     norm_preserving: bool
     checks: dict[str, SampledCheck]
     out: Path | None = None
+    as_adapter: bool = False
+    adapter: Any = None  # the PEFT model holding the adapter, with as_adapter
 
     def card(self) -> dict[str, Any]:
         """The ``abliteration.json`` card."""
@@ -51,6 +55,7 @@ class AbliterationResult:
             "source_model": self.source,
             "dry_run": self.edit is None,
             "norm_preserving": self.norm_preserving,
+            "form": "lora-adapter" if self.as_adapter else "checkpoint",
             **self.search.to_dict(),
             "edited": None,
             "checks": {k: v.to_dict() for k, v in self.checks.items()},
@@ -68,6 +73,8 @@ class AbliterationResult:
                          "is unchanged (tie_word_embeddings is now false)") if self.edit.untied else "",
                 "approximate": self.edit.approximate,
             }
+            if self.as_adapter:
+                card["edited"]["lora_rank_per_matrix"] = 1
         return card
 
 
@@ -84,6 +91,7 @@ def abliterate(
     check_judge: str = "refusal",
     check_max_new_tokens: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    as_adapter: bool = False,
 ) -> AbliterationResult:
     """Build the less-safe variant of ``lm`` by removing its refusal direction from the weights.
 
@@ -101,12 +109,20 @@ def abliterate(
         check_judge: the judge spec of the sampled check; ``refusal`` flags non-refusals.
         check_max_new_tokens: reply length of the sampled check.
         progress: called with (candidates done, candidates in all).
+        as_adapter: write the edit as a rank-1-per-matrix PEFT LoRA adapter of ``lm`` instead of an
+            edited checkpoint; the base weights are not touched, and ``lm.model`` runs with the
+            adapter active afterwards (``result.adapter.unload()`` takes it out).
     """
     search = find_refusal_direction(lm, harmful, harmless, options, progress=progress)
     opts = search.options
-    result = AbliterationResult(lm.name, search, None, None, None, norm_preserving, {})
+    result = AbliterationResult(lm.name, search, None, None, None, norm_preserving, {}, as_adapter=as_adapter)
     if dry_run:
         return result
+    if as_adapter:  # refuse before the checks spend any time (norm-preserving, biases, quantized weights)
+        from ._adapter import _refuse
+        from ._arch import residual_layout
+
+        _refuse(lm.model, residual_layout(lm.model).writers, norm_preserving)
 
     def check(label: str) -> None:
         if check_samples > 0:
@@ -114,7 +130,15 @@ def abliterate(
                                                  max_new_tokens=check_max_new_tokens, seed=opts.seed, chat=opts.chat)
 
     check("before")
-    result.edit = orthogonalize_weights(lm.model, search.direction, norm_preserving=norm_preserving)
+    if as_adapter:
+        from ._adapter import abliteration_adapter
+        from ._arch import residual_layout
+
+        layout = residual_layout(lm.model)
+        result.adapter = abliteration_adapter(lm.model, search.direction)
+        result.edit = WeightEdit(tuple(w.name for w in layout.writers), False, False, layout.approximate)
+    else:
+        result.edit = orthogonalize_weights(lm.model, search.direction, norm_preserving=norm_preserving)
     result.refusal_score = refusal_score(lm.model, lm.tokenizer, search.heldout_harmful, opts)
     safe = first_token_logprobs(lm.model, lm.tokenizer, search.heldout_harmless, batch_size=opts.batch_size,
                                 chat=opts.chat)
@@ -126,7 +150,7 @@ def abliterate(
 
 
 def save_abliterated(lm, out: str | Path, result: AbliterationResult) -> Path:
-    """Save the edited model as a checkpoint directory with its card and direction."""
+    """Save the edited model as a checkpoint directory (or, with ``as_adapter``, the adapter) with its card and direction."""
     from safetensors.torch import save_file
 
     if result.edit is None:
@@ -135,6 +159,13 @@ def save_abliterated(lm, out: str | Path, result: AbliterationResult) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new directory for the checkpoint")
     out.mkdir(parents=True, exist_ok=True)
+    if result.as_adapter:
+        from ._adapter import save_adapter
+
+        save_adapter(result.adapter, out, base=lm.name, record={"direction_file": DIRECTION_NAME})
+        save_file({"direction": result.search.direction.contiguous()}, str(out / DIRECTION_NAME))
+        (out / CARD_NAME).write_text(json.dumps(result.card(), indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        return out
     if quantization_method(lm.model) == "gguf":
         # transformers dequantized the GGUF file on load; the edited weights are plain floats, saved as such
         lm.model.hf_quantizer = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import LoadedModel, ModelPair, load_model
+from ..models import LoadedModel, ModelPair, SharedBases, load_model
 from ..prompts import PromptSet, load_prompts
 
 __all__ = ["DATA_DIR", "Organism", "OrganismNotFoundError", "list_organisms", "load"]
@@ -74,6 +74,8 @@ def list_organisms(data_dir: Path | None = None) -> list[str]:
 
 
 _CACHE: dict[tuple[str, str, str, str | None], tuple[LoadedModel, ...]] = {}
+# one copy of each base per (device, dtype): a BASE+ADAPTER checkpoint runs on it with its adapter active
+_BASES: dict[tuple[str, str], SharedBases] = {}
 BUNDLED = ("smollm2",)  # model specs a card may name that are not folders under the data directory
 
 
@@ -94,12 +96,15 @@ def _model(spec: str, device: str, dtype: str, ablate: str | None = None) -> Loa
     which is how an abliterated partner ships without its full weights."""
     key = (spec, device, dtype, ablate)
     if key not in _CACHE:
-        lm = load_model(spec, device=device, dtype=dtype)
-        if ablate is not None:
+        if ablate is None:
+            bases = _BASES.setdefault((device, dtype), SharedBases(device=device, dtype=dtype))
+            lm = bases.load(spec)
+        else:  # edited in place, so a copy of its own, never the shared base
             from safetensors.torch import load_file
 
             from ..abliteration import orthogonalize_weights
 
+            lm = load_model(spec, device=device, dtype=dtype)
             orthogonalize_weights(lm.model, load_file(ablate)["direction"])
             lm = LoadedModel(lm.model, lm.tokenizer, f"{spec} abliterated ({Path(ablate).parent.name})", lm.device)
         _CACHE[key] = (lm,)

