@@ -224,6 +224,35 @@ def test_where_the_adapter_form_does_not_apply(tiny_dirs):
         assert int(torch.linalg.matrix_rank(delta)) == min(delta.shape), w.name
 
 
+def test_cli_writes_the_adapter(tiny_dirs, tmp_path):
+    from typer.testing import CliRunner
+
+    from tailscope.abliteration import HARMFUL, HARMLESS
+    from tailscope.cli import app
+
+    harmful, harmless = tmp_path / "harmful.txt", tmp_path / "harmless.txt"
+    harmful.write_text("\n".join(HARMFUL[:8]) + "\n")
+    harmless.write_text("\n".join(HARMLESS[:8]) + "\n")
+    out = tmp_path / "adapter"
+    run = CliRunner().invoke(app, ["abliterate", "--model", str(tiny_dirs["ref"]), "--harmful", str(harmful),
+                                   "--harmless", str(harmless), "--max-kl", "100", "--positions", "1",
+                                   "--layer", "1", "--as-adapter", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "abliteration adapter" in run.output
+    card = json.loads((out / "abliteration.json").read_text())
+    assert card["form"] == "lora-adapter" and card["edited"]["lora_rank_per_matrix"] == 1
+    assert not card["edited"]["untied_lm_head"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "tailscope_adapter.json",
+            "refusal_direction.safetensors"} <= {p.name for p in out.iterdir()}
+    pair = ModelPair.load(f"{tiny_dirs['ref']}+{out}", str(tiny_dirs["ref"]))
+    assert pair.shares_base
+    refused = CliRunner().invoke(app, ["abliterate", "--model", str(tiny_dirs["ref"]), "--harmful", str(harmful),
+                                       "--harmless", str(harmless), "--max-kl", "100", "--positions", "1",
+                                       "--layer", "1", "--as-adapter", "--norm-preserving", "--out",
+                                       str(tmp_path / "np")])
+    assert refused.exit_code == 2 and "no exact low-rank form" in refused.output
+
+
 # ----------------------------------------------------------------- SmolLM2-135M-Instruct
 @pytest.fixture(scope="module")
 def smollm2_ready():

@@ -26,6 +26,7 @@ def abliterate(
     projected: bool = typer.Option(False, "--projected", help="Make the direction orthogonal to the harmless mean first."),
     norm_preserving: bool = typer.Option(False, "--norm-preserving", help="Keep the norms of the edited weight vectors."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Score the candidates only; edit and save nothing."),
+    as_adapter: bool = typer.Option(False, "--as-adapter", help="Write the edit as a PEFT LoRA adapter (rank 1 per matrix) of --model instead of a full checkpoint; use it as 'MODEL+OUT'."),
     max_kl: float = typer.Option(0.1, "--max-kl", help="KL bound on held-out harmless prompts' first reply token."),
     holdout: float = typer.Option(0.25, "--holdout", help="Fraction of each prompt set held out to judge candidates."),
     refusal_opening: list[str] = typer.Option([], "--refusal-opening", help="Reply opening counted as a refusal (repeatable; default: I can't, I cannot, I'm sorry, Sorry, I won't, As an AI)."),
@@ -74,7 +75,7 @@ def abliterate(
         with _candidate_bar() as progress:
             result = run(lm, harmful_set, harmless_set, None if dry_run else output, options=options,
                          norm_preserving=norm_preserving, dry_run=dry_run, check_samples=check_samples,
-                         check_judge=check_judge, progress=progress)
+                         check_judge=check_judge, progress=progress, as_adapter=as_adapter)
     except (PromptFileError, UnsupportedArchitectureError, NoCandidateError, FileNotFoundError, FileExistsError,
             ImportError, ValueError) as e:
         raise fail(str(e)) from None
@@ -84,7 +85,10 @@ def abliterate(
     if str(json_out) == "-":
         return
     _print_tables(card, show)
-    if result.out is not None:
+    if result.out is not None and as_adapter:
+        console.print(f"wrote the abliteration adapter to {result.out} (card: {result.out / 'abliteration.json'}); "
+                      f"use it as --reference '{model}+{result.out}'")
+    elif result.out is not None:
         console.print(f"wrote the abliterated checkpoint to {result.out} (card: {result.out / 'abliteration.json'})")
 
 
