@@ -32,6 +32,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "not integration"
 
 test-integration: setup engine-env
+	$(PY) -m pip install -q -e '.[ray]'
 	$(PY) -m pytest -q -m integration
 
 # the fast benchmarks (minutes); `tailscope evaluate all` and `python benchmarks/bench_sampler.py` run the full ones
