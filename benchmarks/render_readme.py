@@ -254,7 +254,10 @@ def engine_table(data: dict) -> str:
     return "\n".join(rows) + (f"\n\n`{data['command']}` — replies of at most {data['tokens']} tokens, "
                               f"switch after {data['switch_after']}"
                               f" tokens; {m['engine']}; our process {m['cpu_threads']} torch threads on a 2-core "
-                              f"CPU (torch {m['torch']}); both paths measured in the same run. GPU: not measured.")
+                              f"CPU (torch {m['torch']}); both paths measured in the same run"
+                              + (f", 1-minute load average {m['load_average_1min_at_end']:.1f} at the end (a shared machine: "
+                                 "rerun on an idle one for firm ratios)" if m.get("load_average_1min_at_end", 0) > 2.5 else "")
+                              + ". GPU: not measured.")
 
 
 def demo_loaded_table(data: dict) -> str:
