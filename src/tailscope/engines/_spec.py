@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,21 @@ def export_for_engine(lm: LoadedModel, out: str | Path) -> Path:
     out = Path(out)
     model = lm.model
     if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights
-        import copy
-
         model = copy.deepcopy(model).merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None):
+        # loaded from GGUF: the weights are already dequantized in memory; write them as a plain checkpoint
+        from safetensors.torch import save_file
+
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(out)
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        if getattr(config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)
     return out
