@@ -210,7 +210,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         results = [bench_organism(name, args, Path(tmp)) for name in args.organisms.split(",")]
-    cmd = "python benchmarks/bench_engine.py" + (" --fast" if args.fast else "")
+    cmd = ("python benchmarks/bench_engine.py" + (" --fast" if args.fast else "")
+           + (f" --organisms {args.organisms}" if args.organisms != "refusal,smollm2-backdoor" else ""))
     data = {"command": cmd, "tokens": args.tokens, "switch_after": SWITCH,
             "machine": {"cpu_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
                         "load_average_1min_at_end": os.getloadavg()[0],
