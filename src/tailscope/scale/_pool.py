@@ -111,7 +111,7 @@ class RaySampler:
         if threads_per_worker is not None and threads_per_worker < 1:
             raise ValueError(f"`threads_per_worker` (={threads_per_worker}) must be >= 1")
         self._ray = ray = require_ray()
-        self.spec, self.settings = spec, settings
+        self.spec, self.sampler_settings = spec, settings
         for name, value in settings.kwargs().items():  # what the store's config and scoring read
             setattr(self, name, value)
         self.gpus_per_worker, self.threads_per_worker = float(gpus_per_worker), threads_per_worker
@@ -135,7 +135,7 @@ class RaySampler:
         options: dict[str, Any] = {"num_cpus": self.threads_per_worker or 1, "max_restarts": 0}
         if self.gpus_per_worker:
             options["num_gpus"] = self.gpus_per_worker
-        return self._actor_class.options(**options).remote(index, self.spec, self.settings, self.device,
+        return self._actor_class.options(**options).remote(index, self.spec, self.sampler_settings, self.device,
                                                            self.threads_per_worker)
 
     def _load_all(self) -> dict[str, Any]:
@@ -249,7 +249,7 @@ class RaySampler:
             if retry:
                 unit, chunk = retry.popleft()
             else:
-                chunk = list(itertools.islice(pending, self.settings.batch_size))
+                chunk = list(itertools.islice(pending, self.sampler_settings.batch_size))
                 if not chunk:
                     return
                 unit = next(counter)
@@ -281,7 +281,7 @@ class RaySampler:
 
     def __repr__(self) -> str:
         return (f"RaySampler({self.spec.reference!r}, {self.spec.target!r}, workers={len(self.stats)}, "
-                f"device={self.device!r}, batch_size={self.settings.batch_size})")
+                f"device={self.device!r}, batch_size={self.sampler_settings.batch_size})")
 
     @classmethod
     def from_sampler(cls, sampler: Any, **kwargs: Any) -> RaySampler:
