@@ -1,7 +1,9 @@
-"""Regenerate the README's benchmark tables from benchmarks/results/*.json (no hand-typed numbers).
+"""Regenerate the benchmark tables of README.md and docs/*.md from benchmarks/results/*.json
+(no hand-typed numbers).
 
-Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers; a result
-file that is missing leaves its table as it is. Run: ``python benchmarks/render_readme.py``.
+Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, in any of
+those files (the README keeps a headline table; docs/benchmarks.md holds the rest); a result file
+that is missing leaves its table as it is. Run: ``python benchmarks/render_readme.py``.
 """
 
 from __future__ import annotations
@@ -292,6 +294,25 @@ def harmbench_table(data: dict) -> str:
     return "\n\n".join(parts) + f"\n\n`{data['command']}` — {data['protocol_summary']}" + (f" {notes}" if notes else "")
 
 
+def headline_table(data: dict) -> str:
+    """The README's summary: each method at the largest budget of the AUROC run."""
+    top = str(max(data["budgets"]))
+    rows = [f"| method | AUROC at {int(top):,} rollouts | median \\|log10(est/truth)\\| | interval coverage "
+            "| rollouts to match naive at 100,000 |", "|---|---|---|---|---|"]
+    naive = data["experiment"]["naive"].get(top, {})
+    rows.append(f"| naive sampling | {_fmt(naive.get('auroc'))} | – | – | 100,000 |")
+    for name, by_budget in data["experiment"]["methods"].items():
+        v = by_budget.get(top)
+        if v is None:
+            continue
+        sav = data["experiment"]["savings"][name]
+        b = sav.get("budget_matching_naive_100000")
+        match = "not reached" if b is None else ("≤ " if b <= min(data["budgets"]) else "") + f"{b:,.0f}"
+        rows.append(f"| {name} | {_fmt(v['auroc'])} | {_fmt(v['median_abs_log10_error'])} | "
+                    f"{_fmt(v['coverage'])} | {match} |")
+    return "\n".join(rows) + f"\n\n`{data['command']}`; the protocol and bands are in docs/benchmarks.md."
+
+
 # each table reads the full run's results, or the fast run's when there is no full one
 TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "sampler": (("sampler.json", "sampler_fast.json"), sampler_table),
@@ -311,10 +332,21 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "serve": (("serve.json",), serve_table),
     "calibration": (("calibration.json", "calibration_fast.json"), calibration_table),
     "harmbench": (("harmbench.json", "harmbench_fast.json"), harmbench_table),
+    "headline": (("auroc.json", "auroc_fast.json"), headline_table),
 }
 
+DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 
-def render(readme: Path = ROOT / "README.md") -> list[str]:
+
+def render(documents: tuple[Path, ...] = DOCUMENTS) -> list[str]:
+    """Render every table found in ``documents``; returns ``NAME (file)`` for each one rendered."""
+    done = []
+    for doc in documents:
+        done += [f"{name} ({doc.relative_to(ROOT)})" for name in render_one(doc)]
+    return done
+
+
+def render_one(readme: Path) -> list[str]:
     text = readme.read_text()
     done = []
     for name, (files, fn) in TABLES.items():
@@ -325,7 +357,8 @@ def render(readme: Path = ROOT / "README.md") -> list[str]:
         table = fn(json.loads(path.read_text()))
         text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
         done.append(name)
-    readme.write_text(text)
+    if text != readme.read_text():
+        readme.write_text(text)
     return done
 
 
