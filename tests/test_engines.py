@@ -176,3 +176,19 @@ def test_cli_engine_down_is_a_one_line_error_before_any_rollout(tiny_dirs, tmp_p
     assert result.exit_code != 0
     assert "is the server running" in result.output and "Traceback" not in result.output
     assert not list((tmp_path / "runs").glob("*.sqlite"))  # nothing was opened or sampled
+
+
+def test_cli_reference_engine_needs_the_target_engine(tiny_dirs, tmp_path):
+    from typer.testing import CliRunner
+
+    from tailscope.cli import app
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "hello there"}\n')
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = CliRunner().invoke(app, ["estimate", "--method", "is", "--budget", "20",
+                                      "--reference", str(tiny_dirs["ref"]), "--target", str(tiny_dirs["tgt"]),
+                                      "--prompts", str(prompts), "--judge", "regex:xyz", "--max-new-tokens", "6",
+                                      "--runs-dir", str(tmp_path / "runs"), "--reference-engine", url])
+    assert result.exit_code != 0 and "--reference-engine needs --engine" in result.output
+    assert not list((tmp_path / "runs").glob("*.sqlite"))

@@ -202,3 +202,37 @@ def test_cli_estimate_through_the_engine(server, organism, tmp_path):
     with RunStore.open(tmp_path / "runs" / "r.sqlite", readonly=True) as store:
         assert store.config["extra"]["engine"]["target"]["model"] == "refusal-target"
         assert len(store.estimates("engine-identity")) == 2
+
+
+def test_cli_endpoint_is_samples_on_the_reference_engine(server, organism, tmp_path):
+    """IS from the reference endpoint: whole replies on a second server (the reference), weights from our
+    own teacher-forced scoring; the estimate agrees with the same estimator in our loop."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tailscope.cli import app
+
+    ref = VLLMServer(str(organism.pair.reference.name), "refusal-reference", engine_python(ROOT),
+                     log=tmp_path / "ref.log", max_model_len=512).start()
+    try:
+        prompt = _rare_prompts(organism, k=1)[0]
+        prompts = tmp_path / "p.jsonl"
+        row = {"id": prompt.id, **({"prompt": prompt.text} if prompt.text is not None else {"messages": prompt.chat()})}
+        prompts.write_text(json.dumps(row) + "\n")
+        common = ["estimate", "--organism", "refusal", "--prompts", str(prompts), "--method", "is",
+                  "--proposal", "alpha=0", "--budget", "200", "--max-new-tokens", "24", "--runs-dir", str(tmp_path / "runs")]
+        out = {}
+        for name, extra in (("loop", []), ("engine", ["--engine", server.url, "--reference-engine", ref.url])):
+            path = tmp_path / f"{name}.json"
+            result = CliRunner().invoke(app, [*common, "--run", name, "--json", str(path), *extra])
+            assert result.exit_code == 0, result.output
+            out[name] = {e["prompt_id"]: e for e in json.loads(path.read_text())["estimates"]}[prompt.id]
+        assert "serves the reference" in result.output
+        (lo_a, hi_a), (lo_b, hi_b) = out["loop"]["interval"], out["engine"]["interval"]
+        assert max(lo_a, lo_b) <= min(hi_a, hi_b), (out["loop"], out["engine"])
+        with RunStore.open(tmp_path / "runs" / "engine.sqlite", readonly=True) as store:
+            assert store.config["extra"]["engine"]["reference"]["model"] == "refusal-reference"
+            assert "reference" in store.estimates("engine-identity")[0]["data"]
+    finally:
+        ref.stop()

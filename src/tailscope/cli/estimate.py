@@ -40,6 +40,7 @@ def estimate(
     runs_dir: Path = opt.runs_dir(),
     json_out: Optional[Path] = opt.json_out(),
     engine: Optional[str] = typer.Option(None, "--engine", help="Decode target-only tokens on an engine: 'vllm' (in-process) or OpenAI-compatible base URLs, comma-separated (http://127.0.0.1:8000/v1). Used by naive and switching proposals; see docs/engines.md."),
+    reference_engine: Optional[str] = typer.Option(None, "--reference-engine", help="With --engine: an engine serving the reference (same forms as --engine), so IS from the reference endpoint (--method is --proposal alpha=0) samples whole replies there; weights come from our own teacher-forced scoring of both models."),
     examples: int = typer.Option(1, "--examples", help="Completions shown per prompt beside its estimate (hits first)."),
     threads: Optional[int] = opt.threads(),
     pool: object = None,
@@ -70,6 +71,8 @@ def estimate(
         except ValueError as e:
             raise fail(f"--proposal: {e}") from None
     tuning = (method == "is" and proposal == "tune") or switch == "tune"
+    if reference_engine is not None and engine is None:
+        raise fail("--reference-engine needs --engine too (the engine serving the target)")
     if tuning and calibration < 1:
         raise fail(f"--calibration (={calibration}) must be >= 1")
     use_threads(threads)
@@ -96,7 +99,7 @@ def estimate(
     _warn_if_unfit(method, inputs, organism)
     extra = {}
     if engine is not None:
-        inputs.sampler, extra["engine"] = _with_engine(engine, inputs, method, settings, proposal)
+        inputs.sampler, extra["engine"] = _with_engine(engine, inputs, method, settings, proposal, reference_engine)
     store = open_store(run, runs_dir, inputs, "estimate", **extra)
     if engine is not None:
         store.record_estimate("engine-identity", inputs.sampler.identity)
@@ -154,22 +157,34 @@ def estimate(
     store.close()
 
 
-def _with_engine(spec: str, inputs, method: str, settings: dict, proposal: str):
-    """Wrap the sampler in a HybridSampler after the identity check; say which rollouts stay in our loop."""
-    from ..engines import EngineError, HybridSampler, make_engine
+def _with_engine(spec: str, inputs, method: str, settings: dict, proposal: str, reference_spec: str | None = None):
+    """Wrap the sampler in a HybridSampler after the identity check(s); say which rollouts stay in our loop."""
+    from ..engines import EngineError, HybridSampler, engine_route, make_engine
+    from ..path import Proposal
 
-    uses = {"naive": True, "is": ";switch=" in proposal or proposal == "tune",
+    from_reference = (method == "is" and reference_spec is not None and proposal != "tune"
+                      and engine_route(Proposal.parse(proposal), reference_engine=True) == "reference")
+    uses = {"naive": True, "is": ";switch=" in proposal or proposal == "tune" or from_reference,
             "mis": "switch_after" in settings, "lpe": "switch_after" in settings}.get(method, False)
     if not uses:
         console.print(f"[yellow]--method {method} without a switching proposal (--switch N, or an IS proposal "
                       "with switch=) needs both models on every token: our loop decodes it; the engine is not used.[/]")
+    if reference_spec is not None and not from_reference:
+        console.print("[yellow]--reference-engine serves only rollouts drawn from the reference alone "
+                      "(--method is --proposal alpha=0); this run draws none.[/]")
     try:
-        hybrid = HybridSampler(inputs.sampler, make_engine(spec, inputs.sampler.pair))
-        report = hybrid.check(inputs.prompts)["target"]
+        pair = inputs.sampler.pair
+        ref = None if reference_spec is None else make_engine(reference_spec, pair, which="reference")
+        hybrid = HybridSampler(inputs.sampler, make_engine(spec, pair), reference_engine=ref)
+        identity = hybrid.check(inputs.prompts)
     except (EngineError, ValueError) as e:
         raise fail(str(e)) from None
-    console.print(f"engine {spec}: serves the target (largest per-token log-prob gap "
-                  f"{max(report['max_gap_scored'], report['max_gap_sampled']):.2g} nats over {report['tokens']} tokens)")
+    for which, name in (("target", spec), ("reference", reference_spec)):
+        if which in identity:
+            report = identity[which]
+            console.print(f"engine {name}: serves the {which} (largest per-token log-prob gap "
+                          f"{max(report['max_gap_scored'], report['max_gap_sampled']):.2g} nats over "
+                          f"{report['tokens']} tokens)")
     return hybrid, hybrid.engine_config()
 
 
