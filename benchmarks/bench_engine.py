@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from tailscope.engines import HybridSampler, VLLMServer, engine_python, export_for_engine, make_engine
-from tailscope.estimators import StoreSource, mis, naive
+from tailscope.estimators import StoreSource, estimate_many, mis, naive
 from tailscope.judges import make_judge
 from tailscope.organisms import load
 from tailscope.sampling import PathSampler
@@ -53,11 +53,10 @@ def _run(sampler, judge, prompts, method: str, budget: int, root: Path, name: st
     estimates, t0 = [], time.perf_counter()
     with RunStore.open(root / f"{name}.sqlite", run_config(sampler)) as store:
         source = StoreSource(store, sampler, judge)
-        for p in prompts:
-            if method == "naive":
-                estimates.append(naive(source, p, budget))
-            else:
-                estimates.append(mis(source, p, budget, schedule="fixed", switch_after=SWITCH))
+        if method == "naive":
+            estimates = estimate_many(naive, source, prompts, budget)
+        else:  # every prompt's walk at once: each path point's draws are one batch across prompts
+            estimates = estimate_many(mis, source, prompts, budget, schedule="fixed", switch_after=SWITCH)
         rollouts = store.count()
     seconds = time.perf_counter() - t0
     return seconds, rollouts, estimates
@@ -65,13 +64,15 @@ def _run(sampler, judge, prompts, method: str, budget: int, root: Path, name: st
 
 # rollouts per prompt: SmolLM2 decodes ~100x slower per token than the 2-layer refusal models here
 BUDGETS = {"refusal": (96, 192), "smollm2-backdoor": (32, 64)}
+# prompts per organism: many, as in a real audit (each path point's draws are one batch across them)
+PROMPTS = {"refusal": 8, "smollm2-backdoor": 4}
 
 
 def bench_organism(name: str, args, work: Path) -> dict:
     org = load(name)
     args.budget = BUDGETS.get(name, (32, 64))[0 if args.fast else 1]
     judge = make_judge(org.judge_spec)
-    prompts = _pick_prompts(org, args.prompts)
+    prompts = _pick_prompts(org, args.prompts or PROMPTS.get(name, 4))
     target_dir = org.card["target"]
     model_dir = (Path(org.path).parent / target_dir) if "+" not in target_dir else None
     if model_dir is None or not (model_dir / "config.json").exists():
@@ -195,9 +196,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--tolerance", type=float, default=2e-3, help="identity check, nats per token")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts per organism (default: 8 refusal, 4 smollm2-backdoor)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    args.prompts, args.batch_size = 2, 32
+    args.batch_size = 32
     torch.set_num_threads(args.threads)
     if args.pair:
         args.prompts, args.budget, args.batch_size = (4, 64, 256) if args.device != "cpu" else (2, 8, 16)

@@ -48,7 +48,7 @@ def estimate(
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
     from ..engines._base import EngineError
     from ..estimators import FAMILIES, StoreSource, estimator_names, get_estimator
-    from ..estimators import estimate as run_estimator
+    from ..estimators import estimate_many
     from ..estimators.defaults import DEFAULT_METHOD
     from ..path import NonFiniteLogitsError, Proposal
 
@@ -119,14 +119,16 @@ def estimate(
     try:
         with progress_bar(f"{method}: {len(inputs.prompts)} prompts × {budget:,}", len(inputs.prompts) * budget) as bar:
             source = StoreSource(store, inputs.sampler, inputs.judge, progress=bar)
-            for i, prompt in enumerate(inputs.prompts):
-                est = run_estimator(method, source, prompt, budget, **settings)
-                store.record_estimate(method, est, prompt_id=prompt.id)
-                estimates.append(est)
-                bar.set((i + 1) * budget)
+
+            def done(i: int, est) -> None:  # every prompt's estimator runs at once, their draws batched together
+                nonlocal warned
+                store.record_estimate(method, est, prompt_id=est.prompt_id)
+                bar(max(0, budget - est.total_rollouts))  # the budget it left unspent
                 if not warned and est.upper_bound_only:
                     warned = True
                     console.print(f"[yellow]warning:[/] {_no_hit_hint(method, est, organism)}")
+
+            estimates = estimate_many(method, source, inputs.prompts, budget, on_done=done, **settings)
     except (NonFiniteLogitsError, EngineError) as e:
         raise fail(str(e)) from None
     shown = _examples(store, inputs, estimates, examples)
