@@ -192,3 +192,32 @@ def test_cli_reference_engine_needs_the_target_engine(tiny_dirs, tmp_path):
                                       "--runs-dir", str(tmp_path / "runs"), "--reference-engine", url])
     assert result.exit_code != 0 and "--reference-engine needs --engine" in result.output
     assert not list((tmp_path / "runs").glob("*.sqlite"))
+
+
+def test_export_of_a_shared_base_pair_writes_plain_models(tiny_dirs, tmp_path):
+    """Each role of a pair sharing one base (BASE and BASE+ADAPTER) exports as a plain checkpoint whose
+    logits are that role's: the adapter merged for the target, the base alone for the reference."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tailscope.adapters import quiet_peft
+    from tailscope.engines import export_for_engine
+    from tailscope.models import ModelPair, load_model
+
+    torch.manual_seed(0)
+    with quiet_peft():
+        lora = get_peft_model(load_model(str(tiny_dirs["ref"])).model,
+                              LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    pair = ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{tmp_path / 'adapter'}")
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    for role in ("reference", "target"):
+        lm = getattr(pair, role)
+        out = export_for_engine(lm, tmp_path / role)
+        plain = load_model(str(out)).model
+        assert not any("lora" in k or "base_layer" in k for k in plain.state_dict())
+        with torch.no_grad():
+            want, got = lm.model(input_ids=ids).logits, plain(input_ids=ids).logits
+        assert torch.allclose(want, got, atol=1e-5), (role, float((want - got).abs().max()))
+    with torch.no_grad():  # the export left the shared pair as it was: the two roles still differ
+        assert not torch.allclose(pair.reference.model(input_ids=ids).logits, pair.target.model(input_ids=ids).logits)

@@ -6,6 +6,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..models import LoadedModel, ModelPair
 from ._base import Engine
 
@@ -41,6 +43,11 @@ def export_for_engine(lm: LoadedModel, out: str | Path) -> Path:
     model = lm.model
     if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights
         model = copy.deepcopy(model).merge_and_unload()
+    else:  # one role of a shared base (ModelPair.load share=True): its adapter merged, the others dropped
+        shared = getattr(model, "shared", None)
+        base, adapter = (shared.model, model.adapter) if shared is not None else (model, None)
+        if _has_lora_layers(base):
+            model = _plain_copy(base, adapter)
     out.mkdir(parents=True, exist_ok=True)
     if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None):
         # loaded from GGUF: the weights are already dequantized in memory; write them as a plain checkpoint
@@ -58,3 +65,27 @@ def export_for_engine(lm: LoadedModel, out: str | Path) -> Path:
         model.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)
     return out
+
+
+def _has_lora_layers(model: Any) -> bool:
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return False
+    return isinstance(model, torch.nn.Module) and any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def _plain_copy(model: torch.nn.Module, adapter: str | None) -> torch.nn.Module:
+    """A copy of a base with injected LoRA layers as a plain model: ``adapter`` merged into its
+    weights (None: the base alone), every LoRA layer replaced by its base layer."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    clone = copy.deepcopy(model)
+    for name, module in list(clone.named_modules()):
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        if adapter is not None and adapter in getattr(module, "lora_A", {}):
+            module.merge(adapter_names=[adapter])
+        parent, _, child = name.rpartition(".")
+        setattr(clone.get_submodule(parent) if parent else clone, child, module.get_base_layer())
+    return clone
