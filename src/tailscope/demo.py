@@ -64,7 +64,7 @@ def run_demo(
     lda_prompts: int = 4,
     lda_tokens: int = 48,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | str = 256,
     say: Callable[[Any], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:

@@ -16,6 +16,9 @@ The loop, per batch of rows:
 5. feed the token to both models (past a switching proposal's switch, to the target alone: every
    density the rollout records is the target's there, so the reference is not run); stop a row at EOS, a stop string or the token limit, and drop
    finished rows from the caches when half the batch is done.
+
+With ``batch_size="auto"`` the batch size comes from free device memory, and a batch that runs out
+of memory is drawn again in halves (:mod:`tailscope.batching`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 
 from ._kvcache import forward_step, output_cache, preallocate
+from .batching import OutOfMemoryAtOneRowError, auto_batch_size, check_memory_limit, is_out_of_memory
 from .models import LoadedModel, ModelPair
 from .path import NonFiniteLogitsError, check_finite, path_logprobs, proposal_logprobs, truncate
 from .prompts import Prompt
@@ -39,6 +44,7 @@ from .rollout import FinishReason, Proposal, Rollout, SampleRequest, encode_prom
 __all__ = ["NonFiniteLogitsError", "PathSampler", "Proposal", "Rollout", "SampleRequest", "StepView", "model_fingerprint"]
 
 _FINISH: tuple[FinishReason, ...] = ("length", "eos", "stop")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,13 @@ class PathSampler:
             support, so leave these unset for them.
         stop: stop strings; the reply text is cut before the first one.
         batch_size: rows decoded together; bounds memory (two KV caches of this many rows).
+            ``"auto"``: from the device's free memory, halved and the batch drawn again whenever
+            it runs out of memory (:mod:`tailscope.batching`); the rollouts are those of a
+            fixed batch of the size it settles at.
         chat: apply the chat template to text prompts (None: when the tokenizer has one).
         seed: the run's seed; with the proposal, prompt id and seed index it fixes a rollout.
+        memory_limit: bytes a batch's KV caches may take (None: what the device has); a batch that
+            needs more raises ``torch.OutOfMemoryError`` as a full device would.
     """
 
     def __init__(
@@ -137,9 +148,10 @@ class PathSampler:
         top_k: int | None = None,
         top_p: float | None = None,
         stop: Sequence[str] = (),
-        batch_size: int = 64,
+        batch_size: int | Literal["auto"] = 64,
         chat: bool | None = None,
         seed: int = 0,
+        memory_limit: int | None = None,
     ):
         if not temperature > 0:
             raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float")
@@ -149,14 +161,18 @@ class PathSampler:
             raise ValueError(f"`top_k` (={top_k}) must be a positive integer")
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise ValueError(f"`top_p` (={top_p}) must be in (0, 1]")
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` (={batch_size}) must be >= 1")
+        self.auto_batch = batch_size == "auto"
+        if not self.auto_batch and (isinstance(batch_size, str) or batch_size < 1):
+            raise ValueError(f"`batch_size` (={batch_size!r}) must be a whole number >= 1 or 'auto'")
+        if memory_limit is not None and memory_limit < 1:
+            raise ValueError(f"`memory_limit` (={memory_limit}) must be a positive number of bytes")
         self.pair = pair
         self.temperature = float(temperature)
         self.max_new_tokens = int(max_new_tokens)
         self.top_k, self.top_p = top_k, top_p
         self.stop = tuple(s for s in stop if s)
-        self.batch_size = int(batch_size)
+        self.batch_size = auto_batch_size(pair, self.max_new_tokens) if self.auto_batch else int(batch_size)
+        self.memory_limit = memory_limit
         self.chat = chat
         self.seed = int(seed)
         self._eos = torch.tensor(sorted(pair.eos_token_ids), dtype=torch.long, device=pair.device)
@@ -236,15 +252,50 @@ class PathSampler:
 
         ``requests`` may be any iterable; it is read one batch ahead, so a long stream of requests
         never sits in memory. ``on_step`` sees every decoding step (:class:`StepView`).
+
+        With ``batch_size="auto"``, a batch that runs out of memory yields nothing: the batch size
+        is halved (for the rest of this sampler's life) and the same requests drawn again.
         """
         proposal = Proposal.parse(proposal)
         grid = tuple(float(a) for a in logprob_grid)
         pending = iter(requests)
-        while chunk := list(itertools.islice(pending, self.batch_size)):
-            batch = self._sample_batch(chunk, proposal, grid, on_step)
+        queue: list[SampleRequest] = []  # requests read but not yet yielded
+        while True:
+            queue += itertools.islice(pending, max(0, self.batch_size - len(queue)))
+            if not queue:
+                return
+            chunk = queue[: self.batch_size]
+            batch = self._sample_fitting(chunk, proposal, grid, on_step)
+            if batch is None:  # out of memory: the batch size was halved; the same requests again
+                continue
+            del queue[: len(chunk)]
             if progress is not None:
                 progress(len(batch))
             yield batch
+
+    def _sample_fitting(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...],
+                        on_step: Callable[[StepView], Iterable[int] | None] | None) -> list[Rollout] | None:
+        """The chunk's rollouts; None when it ran out of memory and ``batch_size`` was halved.
+
+        The failed batch's tensors go with its exception, before the device's cache is emptied."""
+        try:
+            return self._sample_batch(chunk, proposal, grid, on_step)
+        except Exception as e:
+            # a hook has seen the failed batch's steps (a server streamed them): they cannot be taken back
+            if not (self.auto_batch and on_step is None and is_out_of_memory(e)):
+                raise
+            if len(chunk) == 1:
+                raise OutOfMemoryAtOneRowError(
+                    f"out of memory on {self.pair.device} with a batch of one row (prompt "
+                    f"{chunk[0].prompt.id!r}, up to {self.max_new_tokens} new tokens): give a smaller "
+                    "--max-new-tokens, a smaller --dtype, or spread the models over more devices") from e
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        self.batch_size = len(chunk) // 2
+        _log.warning("out of memory with %d rows (%s); drawing the same rollouts again %d at a time",
+                     len(chunk), reason, self.batch_size)
+        if self.pair.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
 
     def _start(self, which: Literal["reference", "target"], prompts: list[Prompt], rows: torch.Tensor):
         lm = self.pair.reference if which == "reference" else self.pair.target
@@ -262,6 +313,8 @@ class PathSampler:
         rows = torch.tensor([distinct[r.prompt.content_hash] for r in chunk], device=device)
         ref, logits_a = self._start("reference", prompts, rows) if proposal.switch_after != 0 else (None, None)
         tgt, logits_b = self._start("target", prompts, rows)
+        if self.memory_limit is not None:  # both caches hold room for the whole reply by now
+            check_memory_limit([s.cache for s in (ref, tgt) if s is not None], self.memory_limit, len(chunk))
 
         n = len(chunk)
         keys = np.array([rollout_key(self.seed, proposal, r.prompt.id, r.seed_index) for r in chunk], dtype=np.uint64)

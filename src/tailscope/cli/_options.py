@@ -29,6 +29,10 @@ def count(value: Any) -> int:
     return int(number)
 
 
+def count_or_auto(value: Any) -> int | str:
+    """A :func:`count`, or ``auto``."""
+    return "auto" if str(value).strip().lower() == "auto" else count(value)
+
 
 HELP = {
     "reference": "Model A (α = 0): a checkpoint dir, hub id, .gguf file, BASE+ADAPTER or 'smollm2'.",
@@ -106,8 +110,13 @@ def seed() -> Any:
     return typer.Option(0, "--seed", help=HELP["seed"])
 
 
-def batch_size(default: int = 128) -> Any:
-    return typer.Option(default, "--batch-size", parser=count, metavar="N", help=HELP["batch_size"])
+def batch_size(default: int = 128, *, auto: bool = False) -> Any:
+    """``--batch-size N``; with ``auto``, also ``--batch-size auto`` (the sampler's memory-aware batching)."""
+    if not auto:
+        return typer.Option(default, "--batch-size", parser=count, metavar="N", help=HELP["batch_size"])
+    return typer.Option(str(default), "--batch-size", parser=count_or_auto, metavar="N|auto",
+                        help=HELP["batch_size"] + " 'auto': as many as fit in free GPU memory (64 on a CPU), "
+                        "halved and drawn again on running out of memory.")
 
 
 def max_new_tokens(default: int | None = None) -> Any:

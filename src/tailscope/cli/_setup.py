@@ -96,7 +96,7 @@ def resolve(
     max_new_tokens: int | None,
     seed: int,
     temperature: float,
-    batch_size: int,
+    batch_size: int | str,
     device: str,
     dtype: str,
     trust_remote_code: bool = False,
@@ -117,6 +117,9 @@ def resolve(
         raise fail(f"--temperature (={temperature}) must be > 0")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise fail(f"--max-new-tokens (={max_new_tokens}) must be >= 1")
+    if batch_size == "auto" and pool is not None:
+        raise fail("--batch-size auto sizes batches to this process's device; with workers give a number "
+                   "(a unit of work is one batch, the same on every worker)")
     card = organism_card(organism) if organism else None
     if card is None and not (reference and target):
         raise fail("give --reference and --target (or --organism NAME; see `tailscope organisms list`)")

@@ -18,7 +18,7 @@ def demo(
     limit: int = typer.Option(4, "--limit", parser=opt.count, metavar="N", help="Refusal prompts to estimate."),
     budget: int = opt.budget(400),
     seed: int = opt.seed(),
-    batch_size: int = opt.batch_size(256),
+    batch_size: str = opt.batch_size(256, auto=True),
     json_out: Optional[Path] = opt.json_out(),
     threads: Optional[int] = opt.threads(),
 ) -> None:

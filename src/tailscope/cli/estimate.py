@@ -32,7 +32,7 @@ def estimate(
     max_new_tokens: Optional[int] = opt.max_new_tokens(),
     temperature: float = opt.temperature(),
     seed: int = opt.seed(),
-    batch_size: int = opt.batch_size(),
+    batch_size: str = opt.batch_size(auto=True),
     device: str = opt.device(),
     dtype: str = opt.dtype(),
     trust_remote_code: bool = opt.trust_remote_code(),
@@ -46,6 +46,7 @@ def estimate(
     pool: object = None,
 ) -> None:
     """Estimate how often the target does the rare thing, per prompt, with intervals and rollout counts."""
+    from ..batching import OutOfMemoryAtOneRowError
     from ..engines._base import EngineError
     from ..estimators import FAMILIES, StoreSource, estimator_names, get_estimator
     from ..estimators import estimate_many
@@ -129,7 +130,7 @@ def estimate(
                     console.print(f"[yellow]warning:[/] {_no_hit_hint(method, est, organism)}")
 
             estimates = estimate_many(method, source, inputs.prompts, budget, on_done=done, **settings)
-    except (NonFiniteLogitsError, EngineError) as e:
+    except (NonFiniteLogitsError, EngineError, OutOfMemoryAtOneRowError) as e:
         raise fail(str(e)) from None
     shown = _examples(store, inputs, estimates, examples)
     _print_table(estimates, inputs.truth, inputs.prompts, shown)

@@ -30,7 +30,7 @@ def sample(
     stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
     seed: int = opt.seed(),
     grid: Optional[str] = typer.Option(None, "--grid", help="Also record log q_β for these β, e.g. '0,0.5,1'."),
-    batch_size: int = opt.batch_size(),
+    batch_size: str = opt.batch_size(auto=True),
     device: str = opt.device(),
     dtype: str = opt.dtype(),
     chat: Optional[bool] = opt.chat(),
@@ -43,6 +43,7 @@ def sample(
     threads: Optional[int] = opt.threads(),
 ) -> None:
     """Sample from l_A + α (l_B − l_A): α = 0 is the reference, 1 the target, > 1 amplifies the difference."""
+    from ..batching import OutOfMemoryAtOneRowError
     from ..path import NonFiniteLogitsError, Proposal
 
     from ._setup import open_store, resolve
@@ -73,7 +74,7 @@ def sample(
                 rollouts = [r for p in inputs.prompts for r in by_prompt[p.id]]
             else:
                 rollouts = inputs.sampler.sample(inputs.prompts, n, prop, logprob_grid=betas, progress=advance)
-    except NonFiniteLogitsError as e:
+    except (NonFiniteLogitsError, OutOfMemoryAtOneRowError) as e:
         raise fail(str(e)) from None
     flagged: list[bool | None] = [None] * len(rollouts)
     if inputs.judge is not None:

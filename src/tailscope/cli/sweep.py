@@ -26,7 +26,7 @@ def sweep(
     max_new_tokens: Optional[int] = opt.max_new_tokens(),
     temperature: float = opt.temperature(),
     seed: int = opt.seed(),
-    batch_size: int = opt.batch_size(),
+    batch_size: str = opt.batch_size(auto=True),
     device: str = opt.device(),
     dtype: str = opt.dtype(),
     trust_remote_code: bool = opt.trust_remote_code(),
@@ -40,6 +40,7 @@ def sweep(
     """Amplify what training changed (l_after + a (l_after − l_before)) and see how often the behaviour shows."""
     from ..estimators import StoreSource
     from ..lda import lda_sweep
+    from ..batching import OutOfMemoryAtOneRowError
     from ..path import NonFiniteLogitsError
 
     amps = parse_floats(amplify, "--amplify")
@@ -57,7 +58,7 @@ def sweep(
         with progress_bar(f"sweep: {len(amps)} amplifications × {len(inputs.prompts)} prompts × {n}", total) as advance:
             source = StoreSource(store, inputs.sampler, inputs.judge, advance)
             points = lda_sweep(source, inputs.prompts, amps, n, examples=examples)
-    except NonFiniteLogitsError as e:
+    except (NonFiniteLogitsError, OutOfMemoryAtOneRowError) as e:
         raise fail(str(e)) from None
     from rich.table import Table
 
