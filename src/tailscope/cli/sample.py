@@ -35,6 +35,7 @@ def sample(
     dtype: str = opt.dtype(),
     chat: Optional[bool] = opt.chat(),
     trust_remote_code: bool = opt.trust_remote_code(),
+    revision: Optional[str] = opt.revision(),
     run: Optional[str] = typer.Option(None, "--run", help=opt.HELP["run"] + " Without it nothing is stored."),
     runs_dir: Path = opt.runs_dir(),
     output: Path = typer.Option(Path("samples.jsonl"), "--out", "-o", help="Where to write the rollouts (JSONL)."),
@@ -62,7 +63,7 @@ def sample(
     use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit,
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, limit=limit,
                      need_judge=False, top_k=top_k, top_p=top_p, stop=stop, chat=chat)
     store = open_store(run, runs_dir, inputs, "sample") if run is not None else None
     label = proposal_label(prop.key)

@@ -30,6 +30,7 @@ def sweep(
     device: str = opt.device(),
     dtype: str = opt.dtype(),
     trust_remote_code: bool = opt.trust_remote_code(),
+    revision: Optional[str] = opt.revision(),
     run: Optional[str] = opt.run(),
     runs_dir: Path = opt.runs_dir(),
     json_out: Optional[Path] = opt.json_out(),
@@ -49,7 +50,8 @@ def sweep(
     use_threads(threads)
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
-                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, limit=limit, pool=pool)
+                     device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, limit=limit,
+                     pool=pool)
     store = open_store(run, runs_dir, inputs, "sweep")
     total = len(inputs.prompts) * n * len(amps)
     if pool is not None:

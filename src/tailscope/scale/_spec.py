@@ -34,32 +34,38 @@ def require_ray() -> Any:
 class PairSpec:
     """How to load the reference and target on a worker: :func:`~tailscope.models.load_model`
     specs (local paths must exist on every node: a shared filesystem, or the same layout), the
-    dtype and whether remote code may run. The device is the worker's (``cpu``, or ``cuda`` for a
-    worker given GPUs, which Ray makes visible to it as ``cuda:0``)."""
+    dtype, whether remote code may run and the hub revision of the hub repositories the specs name.
+    The device is the worker's (``cpu``, or ``cuda`` for a worker given GPUs, which Ray makes
+    visible to it as ``cuda:0``)."""
 
     reference: str
     target: str
     dtype: str = "float32"
     trust_remote_code: bool = False
+    revision: str | None = None
 
     @classmethod
     def of(cls, pair: Any, *, trust_remote_code: bool = False) -> PairSpec:
         """The spec of an already loaded pair (models loaded by :func:`~tailscope.models.load_model`
-        carry their spec as their name)."""
+        carry their spec as their name, and their revision)."""
         dtype = str(next(pair.target.model.parameters()).dtype).removeprefix("torch.")
-        return cls(pair.reference.name, pair.target.name, dtype, trust_remote_code)
+        revisions = {r for r in (pair.reference.revision, pair.target.revision) if r is not None}
+        if len(revisions) > 1:
+            raise ValueError(f"the reference and target were loaded at different hub revisions {sorted(revisions)}; "
+                             "a worker loads both at one: download them and give the local directories")
+        return cls(pair.reference.name, pair.target.name, dtype, trust_remote_code, next(iter(revisions), None))
+
+    def _load(self, spec: str, device: str) -> Any:
+        from ..models import load_model
+
+        return load_model(spec, device=device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                          revision=self.revision)
 
     def load_reference(self, device: str) -> Any:
-        from ..models import load_model
-
-        return load_model(self.reference, device=device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        return self._load(self.reference, device)
 
     def load_target(self, device: str, reference: Any) -> Any:
-        from ..models import load_model
-
-        if self.target == self.reference:
-            return reference
-        return load_model(self.target, device=device, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        return reference if self.target == self.reference else self._load(self.target, device)
 
 
 @dataclass(frozen=True)

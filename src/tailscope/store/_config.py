@@ -85,8 +85,10 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def is_informative(field: str) -> bool:
     """Fields recorded for people that do not decide rollouts: the code version, and the models' names
-    (a moved checkpoint keeps its weights fingerprint). A difference there warns instead of failing."""
-    return field.startswith("code.") or field in ("models.reference.name", "models.target.name")
+    and hub revisions (a moved checkpoint, or another revision with the same weights, keeps its weights
+    fingerprint; other weights are refused by that). A difference there warns instead of failing."""
+    return field.startswith("code.") or field in (
+        "models.reference.name", "models.target.name", "models.reference.revision", "models.target.revision")
 
 
 def config_differences(stored: Mapping, given: Mapping) -> dict[str, tuple[Any, Any]]:
