@@ -25,11 +25,15 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import random_pairs  # noqa: E402
 
 from tailscope.engines import HybridSampler, VLLMServer, engine_python, export_for_engine, make_engine
 from tailscope.estimators import StoreSource, estimate_many, mis, naive
@@ -104,46 +108,16 @@ def bench_organism(name: str, args, work: Path) -> dict:
         server.stop()
 
 
-QWEN3_4B = {"hidden_size": 2560, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "intermediate_size": 9728, "head_dim": 128}
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "intermediate_size": 128, "head_dim": 32}  # vLLM's CPU attention wants head sizes of 32 and up
-
-
-def random_pair(out: Path, shape: dict, dtype: torch.dtype, seed: int = 0) -> tuple[str, str]:
-    """Two random-initialised Qwen3-architecture checkpoints on SmolLM2's tokenizer (no download):
-    the reference, and the target as the reference plus small noise on every weight."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from tailscope.models import load_model
-
-    tok = load_model("smollm2").tokenizer
-    config = Qwen3Config(vocab_size=len(tok), max_position_embeddings=4096, tie_word_embeddings=True,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **shape)
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).to(dtype)
-    dirs = []
-    for name, noise in (("reference", 0.0), ("target", 0.02)):
-        if noise:
-            with torch.no_grad():
-                for w in model.parameters():
-                    w.add_(torch.randn_like(w) * noise * w.float().std().to(w.dtype))
-        path = out / name
-        model.save_pretrained(path, safe_serialization=True)
-        tok.save_pretrained(path)
-        dirs.append(str(path))
-    return dirs[0], dirs[1]
-
-
 def bench_pair(args, work: Path) -> dict:
     """Throughput only (no judge): rollouts/s of naive and switching proposals, loop vs hybrid."""
     from tailscope.models import ModelPair
     from tailscope.prompts import Prompt
 
-    if args.pair.startswith("random-qwen3-4b"):
-        shape = TINY if args.shape == "tiny" else QWEN3_4B
-        ref_dir, tgt_dir = random_pair(work / "pair", shape, getattr(torch, args.dtype))
+    if args.pair.startswith("random-qwen3-4b"):  # the shape's layers and widths on SmolLM2's tokenizer
+        from tailscope.models import load_model
+
+        ref_dir, tgt_dir = random_pairs.save_random_pair(work / "pair", args.shape, getattr(torch, args.dtype),
+                                                         load_model("smollm2").tokenizer)
     else:
         ref_dir, tgt_dir = args.pair.split(",")
     pair = ModelPair.load(ref_dir, tgt_dir, device=args.device, dtype=args.dtype)
@@ -190,7 +164,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of our process (the machine's cores)")
     ap.add_argument("--pair", help="throughput on a pair instead of the organisms: A_DIR,B_DIR or random-qwen3-4b")
-    ap.add_argument("--shape", default="qwen3-4b", help="with random-qwen3-4b: qwen3-4b, or tiny (a CPU check)")
+    ap.add_argument("--shape", default="qwen3-4b", choices=sorted(random_pairs.SHAPES),
+                    help="with random-qwen3-4b: the layers and widths (tiny: a CPU check)")
     ap.add_argument("--engine", default="vllm", help="with --pair: vllm (in-process), server (vLLM's server from "
                     ".venv-engine on the target) or base URLs")
     ap.add_argument("--device", default="cpu")

@@ -262,6 +262,57 @@ def engine_table(data: dict) -> str:
                               + ". GPU: not measured.")
 
 
+def _gib(n) -> str:
+    return "–" if n is None else f"{n / 2**30:.1f}"
+
+
+def _rate(cell: dict) -> str:
+    return "out of memory" if cell["oom"] else _fmt(cell["tokens_per_s"])
+
+
+def gpu_table(data: dict) -> str:
+    """bench_gpu.py: tokens/s of the path sampler and of `generate`, their ratio, peak memory; a CPU-only
+    result says the GPU row is pending."""
+    m, on_gpu = data["machine"], data["machine"]["device"] == "cuda"
+    rows = ["| shape | batch | path sampler tok/s | `generate` (target alone) tok/s | path ÷ generate (0.5 is par) "
+            "| peak GiB path / generate |", "|---|---|---|---|---|---|"]
+    for s in data["shapes"]:
+        for r in s["rows"]:
+            ratio = "–" if r["ratio"] is None else f"**{r['ratio']:.2f}**"
+            rows.append(f"| {s['shape']} | {r['batch']} | {_rate(r['path'])} | {_rate(r['generate'])} | {ratio} | "
+                        f"{_gib(r['path']['peak_memory_bytes'])} / {_gib(r['generate']['peak_memory_bytes'])} |")
+    load = m.get("load_average_1min_at_end")
+    where = (f"{m['device_name']}, {data['dtype']}" if on_gpu else
+             f"the CPU ({m['cpu_threads']} torch thread, {data['dtype']}; no allocator peak on a CPU"
+             + (f"; a shared machine, 1-minute load average {load:.1f} at the end" if load and load > 1.5 else "")
+             + ")")
+    autos = ", ".join(f"{s['shape']} {s['auto_batch_size']}" for s in data["shapes"])
+    note = (f"`{data['command']}` on {where}, torch {m['torch']}, transformers {m['transformers']}: one prompt of "
+            f"{data['prompt_tokens']} tokens, {data['tokens']} new tokens per row, median of {data['repeats']} runs; "
+            f"{data['pair']}. `--batch-size auto` chose: {autos}.")
+    t = data["target"]
+    if on_gpu and t["ratio"] is not None:
+        note += (f" Target (path ÷ generate ≥ {t['ratio_at_least']} at batch {t['batch']} on {t['shape']}): "
+                 f"{t['ratio']:.2f}, {'met' if t['met'] else '**not met**'}.")
+    if not on_gpu:
+        return ("**GPU row: pending** — not yet run on a GPU. On a CUDA machine `python benchmarks/bench_gpu.py` "
+                "measures Qwen3-0.6B- and Qwen3-4B-shaped random pairs in bfloat16 and writes "
+                "`benchmarks/results/gpu.json`; this table then shows it. Until then, the same code on a tiny "
+                "Qwen3 on the CPU (a check that it runs, not a GPU number):\n\n" + "\n".join(rows) + "\n\n" + note)
+    return "\n".join(rows) + "\n\n" + note
+
+
+def gpu_status(data: dict) -> str:
+    """The README's line on GPU throughput."""
+    t = data["target"]
+    if data["machine"]["device"] != "cuda" or t["ratio"] is None:
+        return ("GPU throughput: **pending** — the GPU benchmark (`benchmarks/bench_gpu.py`, random Qwen3-shaped "
+                "pairs, no downloads) has not been run on a GPU yet; every number here is from a CPU.")
+    return (f"GPU throughput ({data['machine']['device_name']}, {data['dtype']}): the path sampler runs at "
+            f"{t['ratio']:.2f}× `generate`'s tokens/s at batch {t['batch']} on the {t['shape']} shape "
+            "(two models per token: 0.5 is par); docs/benchmarks.md has every batch size.")
+
+
 def demo_loaded_table(data: dict) -> str:
     m = data["machine"]
     return (f"On the same machine shared with other jobs ({m['busy_cores_at_start']:.1f} of {m['cores']} cores busy at the "
@@ -333,6 +384,8 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "calibration": (("calibration.json", "calibration_fast.json"), calibration_table),
     "harmbench": (("harmbench.json", "harmbench_fast.json"), harmbench_table),
     "headline": (("auroc.json", "auroc_fast.json"), headline_table),
+    "gpu": (("gpu.json", "gpu_tiny.json"), gpu_table),
+    "gpu-status": (("gpu.json", "gpu_tiny.json"), gpu_status),
 }
 
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
