@@ -61,10 +61,13 @@ class HybridSampler:
         reference_engine: optionally serves the reference (for rollouts drawn from α = 0 alone).
         tolerance: the identity check's largest per-token log-probability gap (nats).
         check_prompts: prompts for the identity check (default: the first ones sampled).
+        engine_batch: rows per engine request (at least the sampler's batch size). An engine decodes
+            a large batch in about the time of a small one; our loop draws the openings of a
+            request in its own batch size, and the next request's while the engine works.
     """
 
     def __init__(self, sampler: PathSampler, engine: Engine, *, reference_engine: Engine | None = None,
-                 tolerance: float = 2e-3, check_prompts: Sequence[Prompt] = ()):
+                 tolerance: float = 2e-3, check_prompts: Sequence[Prompt] = (), engine_batch: int = 256):
         if isinstance(sampler, HybridSampler):
             raise TypeError("wrap a PathSampler, not a HybridSampler")
         if sampler.top_k is not None or (sampler.top_p is not None and sampler.top_p < 1.0):
@@ -72,6 +75,9 @@ class HybridSampler:
                              "(reweighting estimators need full support anyway)")
         self.sampler, self.engine, self.reference_engine = sampler, engine, reference_engine
         self.tolerance, self.check_prompts = float(tolerance), list(check_prompts)
+        if engine_batch < 1:
+            raise ValueError(f"`engine_batch` (={engine_batch}) must be >= 1")
+        self.engine_batch = max(int(engine_batch), sampler.batch_size)
         self.identity: dict[str, Any] | None = None
         self.counts = {"loop": 0, "tail": 0, "target": 0, "reference": 0}
 
@@ -149,7 +155,7 @@ class HybridSampler:
             return
         self.check([r.prompt for r in requests])
         self.counts[route] += len(requests)
-        size = self.sampler.batch_size
+        size = self.engine_batch
         chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
@@ -174,7 +180,7 @@ class HybridSampler:
             return pool.submit(self._whole, chunk, proposal, grid, route)
         opener = copy.copy(self.sampler)
         opener.max_new_tokens = proposal.switch_after
-        openings = opener._sample_batch(chunk, proposal, grid)
+        openings = [r for batch in opener.iter_batches(chunk, proposal, logprob_grid=grid) for r in batch]
         return pool.submit(self._tails, chunk, openings)
 
     def _tails(self, chunk: list[SampleRequest], openings: list[Rollout]) -> list[Rollout]:
