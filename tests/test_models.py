@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from tailscope.models import ModelPair, TokenizerMismatchError, load_model, smollm2_gguf_path
+from tailscope.models import ModelPair, TokenizerMismatchError, contiguous_head_input, load_model, smollm2_gguf_path
 from tailscope.prompts import Prompt
 from tailscope.sampling import PathSampler
 
@@ -127,3 +127,18 @@ def test_attention_implementation_and_device_map(tiny_dirs):
         plain = load_model(tiny_dirs["ref"]).model(input_ids=ids).logits
         torch.testing.assert_close(eager.model(input_ids=ids).logits, plain, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(mapped.model(input_ids=ids.to(mapped.device)).logits.cpu(), plain)
+
+
+def test_lm_head_sees_a_contiguous_input_when_one_position_is_kept(tiny_dirs):
+    # logits_to_keep=1 hands the head a strided view; torch's bmm path then copies the weight per row
+    lm = load_model(str(tiny_dirs["ref"]))
+    head = lm.model.get_output_embeddings()
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    ids = torch.randint(5, 300, (4, 7))
+    with torch.no_grad():
+        last = lm.model(input_ids=ids, logits_to_keep=1).logits
+        full = lm.model(input_ids=ids).logits
+    assert seen == [True, True]
+    assert torch.allclose(last[:, -1], full[:, -1], atol=1e-6)
+    assert not contiguous_head_input(lm.model)  # one hook per model, however often it is asked
