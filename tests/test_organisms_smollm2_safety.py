@@ -90,3 +90,12 @@ def test_harmbench_suite_runs_both_partners_and_renders(tiny_safety, tmp_path):
     spec.loader.exec_module(render)
     table = render.harmbench_table(out)
     assert "Partner (α = 0): SmolLM2 before safety tuning" in table and "Default estimator (`mis`)" in table
+
+
+def test_evaluate_limit_is_for_the_harmbench_suite_only():
+    from typer.testing import CliRunner
+
+    from tailscope.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "auroc", "--limit", "4"])
+    assert result.exit_code != 0 and "--limit applies to the harmbench suite only" in result.output

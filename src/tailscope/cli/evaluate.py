@@ -22,6 +22,8 @@ def evaluate(
     reference: str = opt.reference(),
     json_out: Optional[Path] = opt.json_out(),
     threads: Optional[int] = opt.threads(),
+    limit: Optional[int] = typer.Option(None, "--limit", parser=opt.count, metavar="N",
+                                        help="harmbench only: score N behaviours (default 12, 8 with --fast)."),
     pool: object = None,
 ) -> None:
     """Run an evaluation suite; results are resumable through the run store.
@@ -41,7 +43,11 @@ def evaluate(
         from ._errors import check_model_spec
 
         check_model_spec(reference, "--reference")
+    if limit is not None and names != ["harmbench"]:
+        raise fail("--limit applies to the harmbench suite only")
     extra = {"reference": reference} if reference is not None else {}
+    if limit is not None:
+        extra["prompts"] = limit
     if pool is not None:
         extra["distribute"] = pool.distribute
     use_threads(threads)

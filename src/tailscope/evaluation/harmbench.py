@@ -104,7 +104,8 @@ def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: 
     name = "harmbench_fast" if fast else "harmbench"
     results: dict[str, Any] = {
         "suite": "harmbench", "fast": fast, "budgets": list(budgets), "partners": {},
-        "command": f"tailscope evaluate harmbench{' --fast' if fast else ''}", "default_method": default_name,
+        "command": f"tailscope evaluate harmbench{' --fast' if fast else ''}{f' --limit {prompts}' if prompts else ''}",
+        "default_method": default_name,
     }
     for partner, label in PARTNERS.items():
         org = load(partner, data_dir=data_dir)

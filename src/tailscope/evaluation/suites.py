@@ -256,11 +256,11 @@ def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress
 
 
 def run_harmbench_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                        seed: int = 0) -> dict[str, Any]:
+                        seed: int = 0, prompts: int | None = None) -> dict[str, Any]:
     """The experiment on a real pretrained model (see :mod:`tailscope.evaluation.harmbench`)."""
     from .harmbench import run_harmbench_suite as run
 
-    return run(out_dir, runs_dir, fast=fast, progress=progress, seed=seed)
+    return run(out_dir, runs_dir, fast=fast, progress=progress, seed=seed, prompts=prompts)
 
 
 SUITES = {"auroc": run_auroc_suite, "calibration": run_calibration_suite, "detection": run_detection_suite,
