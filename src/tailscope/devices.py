@@ -4,8 +4,8 @@
 * ``dtype="auto"``: bfloat16 on a CUDA device that computes in it (compute capability 8.0 and
   up: A100, H100, RTX 30xx/40xx …), float16 on older CUDA devices (V100, T4), float32 on MPS and
   the CPU. Two 8B models in float32 need 64 GB; in bfloat16, 32 GB (one shared base: 16 GB).
-  bfloat16 moves log q by a measured amount (``docs/models.md``); the estimators' intervals
-  account for sampling noise, not for that.
+  bfloat16 moves log q by a measured amount (docs/benchmarks.md, "bfloat16 against float32"); the
+  estimators' intervals account for sampling noise, not for that.
 """
 
 from __future__ import annotations
