@@ -6,6 +6,9 @@ the ``cache`` keyword and output field where the model has them (transformers â‰
 
 :func:`preallocate` is the sampler's answer to O(lengthÂ²) concatenation.
 
+:func:`compiled_forward` is the opt-in ``torch.compile`` of a model's forward for the decode steps
+(dynamic shapes: rows drop and the cache grows without recompiling each step).
+
 transformers' ``DynamicLayer`` appends each step's keys and values with ``torch.cat``, copying the
 whole cache every token. After the prompt is prefilled, :func:`preallocate` moves each layer's
 keys and values into a buffer with room for the reply and switches the layer to an in-place
@@ -16,13 +19,17 @@ as they are.
 from __future__ import annotations
 
 import inspect
+import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["cache_keyword", "forward_step", "output_cache", "preallocate"]
+__all__ = ["cache_keyword", "compile_failed", "compiled_forward", "forward_step", "output_cache", "preallocate"]
 
 _KEYWORD: dict[type, str] = {}
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled forward
 
 
 def cache_keyword(model: Any) -> str:
@@ -34,12 +41,51 @@ def cache_keyword(model: Any) -> str:
     return _KEYWORD[kind]
 
 
-def forward_step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None):
-    """One forward pass with a KV cache: a prefill when ``cache`` is None, else a decode step."""
+def forward_step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None,
+                 *, forward: Callable[..., Any] | None = None):
+    """One forward pass with a KV cache: a prefill when ``cache`` is None, else a decode step;
+    ``forward`` stands in for the model's own call (:func:`compiled_forward`)."""
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "use_cache": True}
     if cache is not None:
         kwargs[cache_keyword(model)] = cache
-    return model(**kwargs)
+    return (forward or model)(**kwargs)
+
+
+def compiled_forward(model: Any, *, backend: Any = "inductor") -> Callable[..., Any]:
+    """``torch.compile(model.forward, dynamic=True)``, made once per model and shared by every sampler
+    of it. If compiling fails, the model decodes eagerly from then on and the error is raised
+    (:func:`compile_failed` tells it apart): part of the step may have run and written to the cache,
+    so the caller draws the whole batch again (the sampler does).
+
+    The first calls compile (minutes on a CPU); the compiled kernels agree with eager ones to float
+    rounding, not bit for bit."""
+    if model in _COMPILED:
+        return _COMPILED[model]
+    if not isinstance(model, torch.nn.Module):  # a role of a shared base switches adapters in Python
+        raise ValueError(f"torch.compile of the decode step needs a plain model, not {type(model).__name__}; "
+                         "load the pair with share=False to compile it")
+    eager, compiled = model.forward, torch.compile(model.forward, dynamic=True, backend=backend)
+
+    def forward(**kwargs: Any) -> Any:
+        if _COMPILED.get(model) is not forward:  # compilation failed earlier: eager from then on
+            return eager(**kwargs)
+        try:
+            return compiled(**kwargs)
+        except Exception as exc:
+            if compile_failed(exc):  # tracing or code generation: eager from now on, said once
+                warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); decoding eagerly", stacklevel=2)
+                _COMPILED[model] = eager
+            raise
+
+    _COMPILED[model] = forward
+    return forward
+
+
+def compile_failed(error: BaseException) -> bool:
+    """Whether ``error`` is torch.compile failing to compile (not an error of the computation itself)."""
+    dynamo = getattr(getattr(torch, "_dynamo", None), "exc", None)
+    return dynamo is not None and isinstance(error, dynamo.TorchDynamoException)
 
 
 def output_cache(out: Any) -> Any:

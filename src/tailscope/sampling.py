@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._kvcache import forward_step, output_cache, preallocate
+from ._kvcache import compile_failed, compiled_forward, forward_step, output_cache, preallocate
 from .batching import OutOfMemoryAtOneRowError, auto_batch_size, check_memory_limit, is_out_of_memory
 from .models import LoadedModel, ModelPair
 from .path import NonFiniteLogitsError, check_finite, path_logprobs, proposal_logprobs, truncate
@@ -81,12 +81,14 @@ class _ModelState:
     next positions. ``prefill`` starts it from left-padded prompts, ``step`` feeds one token per row
     and returns the next logits, ``keep`` drops finished rows."""
 
-    def __init__(self, lm: LoadedModel, vocab: int, cache: Any, mask: torch.Tensor, positions: torch.Tensor):
+    def __init__(self, lm: LoadedModel, vocab: int, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
+                 forward: Callable[..., Any] | None = None):
         self.lm, self.vocab, self.cache, self.mask, self.positions = lm, vocab, cache, mask, positions
+        self.forward = forward  # the decode steps' call (compiled), None for the model's own
 
     @classmethod
     def prefill(cls, lm: LoadedModel, seqs: list[list[int]], rows: torch.Tensor, vocab: int, room: int,
-                device: torch.device) -> tuple[_ModelState, torch.Tensor]:
+                device: torch.device, forward: Callable[..., Any] | None = None) -> tuple[_ModelState, torch.Tensor]:
         """Prefill each distinct prompt once (left-padded), then expand cache rows to the rollouts.
 
         Returns the state and the first logits, float32 over the common vocabulary, (rows, V)."""
@@ -104,13 +106,14 @@ class _ModelState:
             cache.batch_select_indices(rows)
         preallocate(cache, room)
         logits = out.logits[:, -1, :vocab].float()[rows]
-        return cls(lm, vocab, cache, mask[rows], positions[rows, -1]), logits
+        return cls(lm, vocab, cache, mask[rows], positions[rows, -1], forward), logits
 
     def step(self, feed: torch.Tensor) -> torch.Tensor:
         """Feed one token per row, (rows,); the next logits, (rows, V)."""
         self.mask = torch.cat([self.mask, torch.ones_like(feed).unsqueeze(-1)], -1)
         self.positions = self.positions + 1
-        out = forward_step(self.lm.model, feed.unsqueeze(-1), self.mask, self.positions.unsqueeze(-1), self.cache)
+        out = forward_step(self.lm.model, feed.unsqueeze(-1), self.mask, self.positions.unsqueeze(-1), self.cache,
+                           forward=self.forward)
         return out.logits[:, -1, : self.vocab].float()
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -137,6 +140,9 @@ class PathSampler:
         seed: the run's seed; with the proposal, prompt id and seed index it fixes a rollout.
         memory_limit: bytes a batch's KV caches may take (None: what the device has); a batch that
             needs more raises ``torch.OutOfMemoryError`` as a full device would.
+        compile: ``torch.compile`` both models' decode steps (opt-in: the first batch compiles,
+            minutes on a CPU; see docs/benchmarks.md for when it pays). Rollouts agree with eager
+            decoding to float rounding.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class PathSampler:
         chat: bool | None = None,
         seed: int = 0,
         memory_limit: int | None = None,
+        compile: bool = False,
     ):
         if not temperature > 0:
             raise ValueError(f"`temperature` (={temperature}) has to be a strictly positive float")
@@ -173,6 +180,9 @@ class PathSampler:
         self.stop = tuple(s for s in stop if s)
         self.batch_size = auto_batch_size(pair, self.max_new_tokens) if self.auto_batch else int(batch_size)
         self.memory_limit = memory_limit
+        self.compile = bool(compile)
+        self._forwards = {which: compiled_forward(lm.model) if compile else None
+                          for which, lm in (("reference", pair.reference), ("target", pair.target))}
         self.chat = chat
         self.seed = int(seed)
         self._eos = torch.tensor(sorted(pair.eos_token_ids), dtype=torch.long, device=pair.device)
@@ -272,7 +282,7 @@ class PathSampler:
                 return
             chunk = queue[: self.batch_size]
             batch = self._sample_fitting(chunk, proposal, grid, on_step)
-            if batch is None:  # out of memory: the batch size was halved; the same requests again
+            if batch is None:  # out of memory (the batch size was halved) or a failed compile: again
                 continue
             del queue[: len(chunk)]
             if progress is not None:
@@ -281,12 +291,15 @@ class PathSampler:
 
     def _sample_fitting(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...],
                         on_step: Callable[[StepView], Iterable[int] | None] | None) -> list[Rollout] | None:
-        """The chunk's rollouts; None when it ran out of memory and ``batch_size`` was halved.
+        """The chunk's rollouts; None when it ran out of memory and ``batch_size`` was halved, or
+        torch.compile failed (the models now decode eagerly): either way the chunk is drawn again.
 
         The failed batch's tensors go with its exception, before the device's cache is emptied."""
         try:
             return self._sample_batch(chunk, proposal, grid, on_step)
         except Exception as e:
+            if self.compile and on_step is None and compile_failed(e):
+                return None
             # a hook has seen the failed batch's steps (a server streamed them): they cannot be taken back
             if not (self.auto_batch and on_step is None and is_out_of_memory(e)):
                 raise
@@ -306,7 +319,8 @@ class PathSampler:
     def _start(self, which: Literal["reference", "target"], prompts: list[Prompt], rows: torch.Tensor):
         lm = self.pair.reference if which == "reference" else self.pair.target
         seqs = [self.encode_prompt(p, which) for p in prompts]
-        return _ModelState.prefill(lm, seqs, rows, self.pair.vocab_size, self.max_new_tokens, self.pair.device)
+        return _ModelState.prefill(lm, seqs, rows, self.pair.vocab_size, self.max_new_tokens, self.pair.device,
+                                   self._forwards[which])
 
     @torch.no_grad()
     def _sample_batch(self, chunk: list[SampleRequest], proposal: Proposal, grid: tuple[float, ...],

@@ -57,6 +57,8 @@ HELP = {
     "budget": "Rollouts per prompt for each estimate (never exceeded).",
     "threads": "torch CPU threads (default: the cores not busy with other work).",
     "chat": "Apply the chat template to text prompts (default: when the tokenizer has one).",
+    "compile": "torch.compile both models' decode steps: the first batch compiles (minutes on a CPU), "
+               "later ones run faster (docs/benchmarks.md).",
 }
 
 
@@ -147,6 +149,10 @@ def budget(default: int) -> Any:
 
 def threads() -> Any:
     return typer.Option(None, "--threads", envvar="TAILSCOPE_THREADS", parser=count, metavar="N", help=HELP["threads"])
+
+
+def compile_decode() -> Any:
+    return typer.Option(False, "--compile", help=HELP["compile"])
 
 
 def chat() -> Any:

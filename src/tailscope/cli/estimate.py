@@ -37,6 +37,7 @@ def estimate(
     dtype: str = opt.dtype(),
     trust_remote_code: bool = opt.trust_remote_code(),
     revision: Optional[str] = opt.revision(),
+    compile_: bool = opt.compile_decode(),
     run: Optional[str] = opt.run(),
     runs_dir: Path = opt.runs_dir(),
     json_out: Optional[Path] = opt.json_out(),
@@ -81,7 +82,7 @@ def estimate(
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
                      device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, limit=limit,
-                     pool=pool)
+                     pool=pool, compile=compile_)
     if tuning and calibration >= len(inputs.prompts):
         raise fail(f"--calibration (={calibration}) must leave prompts to score (have {len(inputs.prompts)})")
     settings: dict = {}

@@ -36,6 +36,7 @@ def sample(
     chat: Optional[bool] = opt.chat(),
     trust_remote_code: bool = opt.trust_remote_code(),
     revision: Optional[str] = opt.revision(),
+    compile_: bool = opt.compile_decode(),
     run: Optional[str] = typer.Option(None, "--run", help=opt.HELP["run"] + " Without it nothing is stored."),
     runs_dir: Path = opt.runs_dir(),
     output: Path = typer.Option(Path("samples.jsonl"), "--out", "-o", help="Where to write the rollouts (JSONL)."),
@@ -64,7 +65,7 @@ def sample(
     inputs = resolve(organism=organism, reference=reference, target=target, prompts=prompts, judge=judge,
                      max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, batch_size=batch_size,
                      device=device, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, limit=limit,
-                     need_judge=False, top_k=top_k, top_p=top_p, stop=stop, chat=chat)
+                     need_judge=False, top_k=top_k, top_p=top_p, stop=stop, chat=chat, compile=compile_)
     store = open_store(run, runs_dir, inputs, "sample") if run is not None else None
     label = proposal_label(prop.key)
     try:

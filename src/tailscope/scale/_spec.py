@@ -85,11 +85,12 @@ class SamplerSettings:
     batch_size: int = 64
     chat: bool | None = None
     seed: int = 0
+    compile: bool = False
 
     @classmethod
     def of(cls, sampler: Any) -> SamplerSettings:
         return cls(sampler.temperature, sampler.max_new_tokens, sampler.top_k, sampler.top_p, tuple(sampler.stop),
-                   sampler.batch_size, sampler.chat, sampler.seed)
+                   sampler.batch_size, sampler.chat, sampler.seed, getattr(sampler, "compile", False))
 
     def kwargs(self) -> dict[str, Any]:
         d = asdict(self)
