@@ -130,7 +130,7 @@ def test_killing_the_engine_mid_run_loses_nothing_and_samples_nothing_twice(orga
     try:
         sampler = PathSampler(organism.pair, max_new_tokens=32, batch_size=16, seed=4)
         engine = HTTPEngine([srv.url], eos_token_ids=sorted(organism.pair.eos_token_ids), retries=2, backoff=0.2)
-        hybrid = HybridSampler(sampler, engine)
+        hybrid = HybridSampler(sampler, engine, engine_batch=16)  # six requests, so the kill lands mid-run
         batches = []
 
         def crash_after_two(k):
@@ -145,7 +145,8 @@ def test_killing_the_engine_mid_run_loses_nothing_and_samples_nothing_twice(orga
             kept = store.rollouts(prompt.id, "a=0;switch=4")
         assert 32 <= len(kept) < 96
         srv.start()
-        hybrid = HybridSampler(sampler, HTTPEngine([srv.url], eos_token_ids=sorted(organism.pair.eos_token_ids)))
+        hybrid = HybridSampler(sampler, HTTPEngine([srv.url], eos_token_ids=sorted(organism.pair.eos_token_ids)),
+                               engine_batch=16)
         with RunStore.open(path, run_config(sampler)) as store:
             rollouts = store.get_or_sample(hybrid, prompt, "a=0;switch=4", 96)
             store.judge(judge, rollouts)
