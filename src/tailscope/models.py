@@ -34,6 +34,7 @@ __all__ = [
     "ModelPair",
     "SharedBases",
     "TokenizerMismatchError",
+    "can_share_base",
     "contiguous_head_input",
     "load_model",
     "smollm2_gguf_path",
@@ -324,15 +325,14 @@ class ModelPair:
         from transformers import AutoTokenizer
 
         reference, target = str(reference), str(target)
-        (ref_base, ref_adapter), (tgt_base, tgt_adapter) = split_spec(reference), split_spec(target)
-        shareable = _same_base(ref_base, tgt_base)
-        if share and not shareable:
+        (ref_base, _), (tgt_base, _) = split_spec(reference), split_spec(target)
+        if share and not _same_base(ref_base, tgt_base):
             raise ValueError(
                 f"the reference's base {ref_base!r} and the target's base {tgt_base!r} are different models, so "
-                "they cannot share one copy in memory (adapters of different bases); load them as two models"
+                "they cannot share one copy in memory (adapters of different bases); pass share=False to load "
+                "them as two models"
             )
-        if shareable and share is not False and (ref_adapter or tgt_adapter):
-            _require("peft", "peft")
+        if share is not False and can_share_base(reference, target):
             bases = SharedBases(**kwargs)
             return cls(bases.load(reference), bases.load(target))
         ref = load_model(reference, **kwargs)
@@ -352,6 +352,16 @@ class ModelPair:
 
     def __repr__(self) -> str:
         return f"ModelPair(reference={self.reference.name!r}, target={self.target.name!r}, vocab={self.vocab_size})"
+
+
+def can_share_base(reference: str, target: str) -> bool:
+    """Whether two specs are one base and an adapter of it, or two adapters of one base: the pairs
+    :meth:`ModelPair.load` (and the CLI) load with a single copy of the base (needs the ``peft`` extra)."""
+    (ref_base, ref_adapter), (tgt_base, tgt_adapter) = split_spec(str(reference)), split_spec(str(target))
+    if not (ref_adapter or tgt_adapter) or not _same_base(ref_base, tgt_base):
+        return False
+    _require("peft", "peft")
+    return True
 
 
 def _same_base(a: str, b: str) -> bool:

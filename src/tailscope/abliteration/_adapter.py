@@ -105,7 +105,7 @@ def abliteration_adapter(model: torch.nn.Module, direction: torch.Tensor, *, ada
 def save_adapter(peft_model: Any, out: str | Path, *, base: str, record: dict[str, Any],
                  adapter_name: str = "abliterated") -> Path:
     """Save the adapter (PEFT's own format) with ``tailscope_adapter.json``: the base's fingerprint and ``record``."""
-    from ..adapters import ADAPTER_RECORD, base_fingerprint
+    from ..adapters import record_base
 
     out = Path(out)
     # save_embedding_layers=False: the LoRA factors of the embedding, not a copy of the base embedding itself
@@ -118,11 +118,8 @@ def save_adapter(peft_model: Any, out: str | Path, *, base: str, record: dict[st
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = base
     config_file.write_text(json.dumps(config, indent=2) + "\n")
-    with peft_model.disable_adapter():  # the base's own weights, not the adapted ones
-        fingerprint = base_fingerprint(peft_model.get_base_model())
-    body = {"kind": "abliteration", "base": base, "base_fingerprint": fingerprint,
-            "ranks": {k: v for k, v in ADAPTER_RANKS.items()}, **record}
-    (out / ADAPTER_RECORD).write_text(json.dumps(body, indent=1) + "\n")
+    # the fingerprint reads the base layers' own weights (the LoRA factors are left out)
+    record_base(out, peft_model.get_base_model(), base=base, kind="abliteration", ranks=dict(ADAPTER_RANKS), **record)
     return out
 
 

