@@ -114,6 +114,7 @@ def save_adapter(peft_model: Any, out: str | Path, *, base: str, record: dict[st
         for f in (out / adapter_name).iterdir():
             f.replace(out / f.name)
         (out / adapter_name).rmdir()
+    (out / "README.md").unlink(missing_ok=True)  # PEFT's blank model-card template
     config_file = out / "adapter_config.json"
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = base
