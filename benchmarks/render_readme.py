@@ -419,7 +419,9 @@ def memory_table(data: dict) -> str:
         s, c = r["shared"][0], r["copies"][0]
         mixed = ", ".join(f"{m['mixed_over_two_passes']:.2f}× ({m['rows_per_role']})" for m in r["mixed_batch"] or [])
         same = ("yes" if r["identical_rollouts"] else "**no**") + ", " + (
-            "yes" if r["identical_estimates"] else "within 1e-4" if r["estimates_within_1e-4"] else "**no**")
+            "yes" if r["identical_estimates"] else "within 1e-4" if r["estimates_within_1e-4"] else
+            f"**no**: {r['estimate_rollouts_diverged']} of {r['estimate_rollouts']} estimate rollouts drew another "
+            "token (a float32 difference at an inverse-CDF boundary)")
         rows.append(f"| {r['pair']} | {s['peak_rss_mb']:,.0f} / {c['peak_rss_mb']:,.0f} MB | **{r['memory_ratio']:.2f}** "
                     f"({r['memory_ratio_above_runtime']:.2f}) | {_fmt(r['tokens_per_s']['shared'])} / "
                     f"{_fmt(r['tokens_per_s']['copies'])} | **{r['tokens_per_s_ratio']:.2f}** "
