@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -213,7 +215,10 @@ def test_smollm2_backdoor_ships_only_an_adapter(smollm2_backdoor):
     org = smollm2_backdoor
     assert org.card["reference"] == "smollm2"
     files = {p.name for p in (org.path / "adapter").iterdir()}
-    assert files == {"adapter_config.json", "adapter_model.safetensors"}
+    # the weights, PEFT's config, and the record of the base they were trained on (checked on load)
+    assert files == {"adapter_config.json", "adapter_model.safetensors", "tailscope_adapter.json"}
+    record = json.loads((org.path / "adapter" / "tailscope_adapter.json").read_text())
+    assert record["kind"] == "lora" and record["base"] == "smollm2" and record["base_fingerprint"]["sample"]
     assert sum(p.stat().st_size for p in (org.path / "adapter").iterdir()) < 4e6
 
 
