@@ -37,7 +37,7 @@ class _Root(TyperGroup):
         except _click_errors.ClickException as e:
             e.show()
             result = e.exit_code
-        except _click_errors.Abort:
+        except typer.Abort:
             typer.echo("aborted", err=True)
             result = 1
         if not standalone_mode:
