@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from tailscope.estimators import StoreSource, importance, mis
@@ -13,18 +10,11 @@ from tailscope.sampling import PathSampler
 from tailscope.scoring import Scorer
 from tailscope.store import RunStore, run_config
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_dtype_gap", ROOT / "benchmarks" / "bench_dtype_gap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_rescoring_with_the_same_pair_gives_the_same_estimates(tiny_pair, prompts, tmp_path):
-    bench = _bench()
+    bench = load_benchmark("bench_dtype_gap")
     sampler = PathSampler(tiny_pair, max_new_tokens=8)
     judge = make_judge("regex:^[a-m]")
     with RunStore.open(tmp_path / "run.sqlite", run_config(sampler, judge=judge)) as store:

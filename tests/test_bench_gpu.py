@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_tiny_run_writes_every_field(tmp_path):
-    bench = _module("bench_gpu")
+    bench = load_benchmark("bench_gpu")
     out = bench.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "gpu_tiny.json")])
     data = json.loads(out.read_text())
     assert data["benchmark"] == "gpu" and data["command"] == "python benchmarks/bench_gpu.py --tiny"
@@ -33,13 +24,13 @@ def test_tiny_run_writes_every_field(tmp_path):
         assert row["ratio"] == round(row["path"]["tokens_per_s"] / row["generate"]["tokens_per_s"], 3)
     assert data["target"] == {"shape": "qwen3-4b", "batch": 64, "ratio_at_least": 0.45, "ratio": None, "met": None}
 
-    render = _module("render_readme")
+    render = load_benchmark("render_readme")
     text = render.gpu_table(data)
     assert "pending" in text and "| tiny |" in text
 
 
 def test_real_shapes_are_qwen3s_configurations():
-    pairs = _module("random_pairs")
+    pairs = load_benchmark("random_pairs")
     small, big = pairs.config("qwen3-0.6b"), pairs.config("qwen3-4b")
     assert (small.hidden_size, small.num_hidden_layers, small.num_attention_heads, small.num_key_value_heads) == \
         (1024, 28, 16, 8)

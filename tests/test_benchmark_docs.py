@@ -1,21 +1,12 @@
 """The benchmark tables in README.md and docs/*.md: every block is known to the renderer and closed."""
 
-import importlib.util
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _renderer():
-    spec = importlib.util.spec_from_file_location("render_readme", ROOT / "benchmarks" / "render_readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_every_block_has_a_renderer_and_a_closing_marker():
-    render = _renderer()
+    render = load_benchmark("render_readme")
     seen = set()
     for doc in render.DOCUMENTS:
         text = doc.read_text()
@@ -27,7 +18,7 @@ def test_every_block_has_a_renderer_and_a_closing_marker():
 
 
 def test_render_fills_a_block_and_leaves_the_rest(tmp_path):
-    render = _renderer()
+    render = load_benchmark("render_readme")
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n\n<!-- bench:headline -->\nold\n<!-- /bench:headline -->\n\nafter\n")
     assert render.render_one(doc) == ["headline"]
