@@ -165,3 +165,23 @@ def test_a_config_that_does_not_fit_its_weights(tiny_dirs, prompt_file, tmp_path
                intermediate_size=32).save_pretrained(mixed)
     line = _error_line(_estimate(tiny_dirs, prompt_file, tmp_path, target=mixed))
     assert "would be random" in line and "config.json" in line
+
+
+def test_an_unexpected_error_surfaces_as_itself():
+    """A bug inside a command reaches the user as that exception, not as an error of the CLI's own handler."""
+    import typer
+
+    from tailscope.cli import _Root
+
+    probe = typer.Typer(cls=_Root)
+
+    @probe.command()
+    def boom() -> None:
+        raise RuntimeError("the real cause")
+
+    @probe.command()
+    def other() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="the real cause"):
+        typer.main.get_command(probe).main(["boom"], standalone_mode=False)
