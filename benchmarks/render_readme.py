@@ -239,7 +239,21 @@ def calibration_table(data: dict) -> str:
             rows.append(f"| {name} | {b} | {_fmt(v['coverage'])} | {_fmt(v['flagged_share'])} | "
                         f"**{_fmt(v['coverage_unflagged'])}** ({v['unflagged']} of {v['estimates']}) | {err} | "
                         f"{_fmt(v['within_factor_3'])} | {v['upper_bounds_only']} | {flags} |")
-    return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}"
+    return "\n".join(rows) + f"\n\n`{data['command']}` — {data['protocol_summary']}" + _interval_tuning_note(data)
+
+
+def _interval_tuning_note(data: dict) -> str:
+    """Where the intervals' widenings were chosen (benchmarks/tune_intervals.py), for a scored run."""
+    path = RESULTS / "interval_tuning.json"
+    if data.get("split", "scored") != "scored" or not path.exists():
+        return ""
+    t = json.loads(path.read_text())
+    tail = t["tail_widening"]
+    return (f" Interval widenings chosen on {len(t['prompts'])} other prompts × {len(t['seeds'])} seeds "
+            f"(`{t['source']}`, `python benchmarks/tune_intervals.py`, coverage target {t['target']:.2f}): path MIS's "
+            f"upper end reaches {tail['switching']['chosen']:g} (switching) / {tail['full']['chosen']:g} (full-reply "
+            f"mixture) decades per decade its weights bridge; LPE's trend error {t['trend_error']['chosen']:g} decades per unit of α "
+            "extrapolated.")
 
 
 def _engine_load_note(m: dict) -> str:

@@ -24,6 +24,9 @@ def evaluate(
     threads: Optional[int] = opt.threads(),
     limit: Optional[int] = typer.Option(None, "--limit", parser=opt.count, metavar="N",
                                         help="harmbench only: score N behaviours (default 12, 8 with --fast)."),
+    split: str = typer.Option("scored", "--split", metavar="scored|tuning",
+                              help="calibration only: `tuning` runs the protocol on prompts no scored run scores "
+                                   "(where the flags' thresholds are chosen)."),
     pool: object = None,
 ) -> None:
     """Run an evaluation suite; results are resumable through the run store.
@@ -45,7 +48,13 @@ def evaluate(
         check_model_spec(reference, "--reference")
     if limit is not None and names != ["harmbench"]:
         raise fail("--limit applies to the harmbench suite only")
+    if split not in ("scored", "tuning"):
+        raise fail(f"--split must be 'scored' or 'tuning', not {split!r}")
+    if split != "scored" and names != ["calibration"]:
+        raise fail("--split applies to the calibration suite only")
     extra = {"reference": reference} if reference is not None else {}
+    if split != "scored":
+        extra["split"] = split
     if limit is not None:
         extra["prompts"] = limit
     if pool is not None:

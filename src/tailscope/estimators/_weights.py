@@ -28,7 +28,7 @@ def log_interval(mean: float, se: float, confidence: float) -> tuple[float, floa
     return (mean / spread, mean * spread)
 
 
-def hit_interval(mean: float, se: float, hits: float, confidence: float) -> Interval:
+def hit_interval(mean: float, se: float, hits: float, confidence: float, tail_decades: float = 0.0) -> Interval:
     """The envelope of two intervals for a weighted rate estimate resting on ``hits`` hits.
 
     * the standard-error interval, symmetric on the log scale (:func:`log_interval`);
@@ -39,21 +39,30 @@ def hit_interval(mean: float, se: float, hits: float, confidence: float) -> Inte
     Pass the *effective* number of hits, ``min(hits, ess_hits)`` (Kish's (Σw)²/Σw² over the hits'
     weights): when one heavy weight carries the estimate, a thousand light hits elsewhere do not
     make it any surer, and the interval should be as wide as one hit's.
+
+    ``tail_decades`` raises the upper end by that many decades: the share of a heavy-tailed
+    weighted mean that the sample has not yet seen (path MIS, :data:`~tailscope.estimators.mis.TAIL_WIDENING`).
     """
-    basis = {"mean": mean, "standard_error": se, "effective_hits": hits}
+    basis = {"mean": mean, "standard_error": se, "effective_hits": hits, "tail_decades": tail_decades}
     lo_se, hi_se = log_interval(mean, se, confidence)
     if hits <= 0 or mean <= 0:
-        return Interval(lo_se, hi_se, confidence, "weighted", basis)
+        return Interval(lo_se, _raised(hi_se, tail_decades), confidence, "weighted", basis)
     tail = (1 - confidence) / 2
     lo_k = stats.chi2.ppf(tail, 2 * hits) / 2
     hi_k = stats.chi2.ppf(1 - tail, 2 * hits + 2) / 2
-    return Interval(float(min(lo_se, mean * lo_k / hits)), float(max(hi_se, mean * hi_k / hits)), confidence, "weighted",
-                    basis)
+    return Interval(float(min(lo_se, mean * lo_k / hits)), _raised(float(max(hi_se, mean * hi_k / hits)), tail_decades),
+                    confidence, "weighted", basis)
+
+
+def _raised(high: float, decades: float) -> float:
+    """``high`` raised by ``decades``, no further than a rate can go (1), never lowered."""
+    return max(high, min(1.0, high * 10**decades)) if decades > 0 else high
 
 
 @interval_rule("weighted")
 def _rebuild_weighted(basis: Mapping[str, Any], confidence: float) -> Interval:
-    return hit_interval(basis["mean"], basis["standard_error"], basis["effective_hits"], confidence)
+    return hit_interval(basis["mean"], basis["standard_error"], basis["effective_hits"], confidence,
+                        basis.get("tail_decades", 0.0))
 
 
 def weight_diagnostics(log_w: np.ndarray, flagged: np.ndarray) -> dict[str, float]:

@@ -4,9 +4,10 @@ Measure the behaviour's rate r_j at path points α_j ∈ [0, 1) where it is comm
 trend by binomial likelihood — logit r(α) or log r(α) a low-degree polynomial in α (the default:
 log-quadratic), or log r(α) = c0 + c1 φ(α) + m(α) with a path shape (m, φ) shared across prompts
 and learned from calibration prompts' path points (``log-shape``) — on the points where hits are
-seen, and evaluate it at α = 1. The interval is a parametric bootstrap of the fit: it covers the sampling noise of the
-points, not the error of the trend's shape (widened for ``log-shape`` by the shape's own measured
-error), which the evaluation harness measures against ground truth.
+seen, and evaluate it at α = 1. The interval is a parametric bootstrap of the fit, which covers the sampling noise of
+the points, widened by the error of the trend itself: for ``log-shape`` the shape's own measured
+error, for the polynomial families ``TREND_ERROR`` decades per unit of α extrapolated, measured on
+the calibration suite's tuning prompts (``benchmarks/tune_flags.py``; docs/methods.md).
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from ._source import RolloutSource
 from .mis import monotone_bound_interval, monotone_upper_bound
 from .schedule import DEFAULT_GRID, summarize, walk_path
 
-__all__ = ["FAMILIES", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe"]
+__all__ = ["FAMILIES", "TREND_ERROR", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe"]
 
 Family = Literal["log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape"]
 FAMILIES: tuple[str, ...] = ("log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape")
+# the polynomial trends' own error at α = 1, in decades per unit of α between the last fitted point
+# and α = 1 (a standard deviation, added in quadrature to the bootstrap's spread); measured on
+# prompts never scored: benchmarks/results/flag_tuning.json
+TREND_ERROR = 4.25
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ def lpe(
     shape: PathShape | None = None,
     shape_check: float | None = 0.01,
     bootstrap: int = 400,
+    trend_error: float | None = None,
     confidence: float = 0.95,
     seed: int = 0,
     **walk: float,
@@ -235,11 +241,16 @@ def lpe(
             pair (:func:`learn_shape`); required for that family.
         shape_check: level of the likelihood-ratio test of the shape against a log-quadratic on the
             same points; where it rejects, the log-quadratic on the last 5 points is used (None: never).
+        trend_error: the polynomial trend's own error (decades per unit of α extrapolated; default
+            ``TREND_ERROR``), added to the bootstrap interval; 0 gives the bootstrap alone.
 
     With fewer fit points than the family needs, the estimate is the monotone upper bound.
     """
     if budget < 1:
         raise ValueError(f"`budget` (={budget}) must be >= 1")
+    trend_error = TREND_ERROR if trend_error is None else float(trend_error)
+    if not trend_error >= 0:
+        raise ValueError(f"`trend_error` (={trend_error}) must be >= 0")
     if family == "log-shape" and shape is None:
         raise ValueError("family='log-shape' needs `shape`: learn one with learn_shape() on calibration prompts")
     points = walk_path(source, prompt, budget, grid=grid, schedule=schedule, **walk)
@@ -247,7 +258,7 @@ def lpe(
     spent, hits, failed, path = walked.spent, walked.hits, walked.failed, walked.path
     settings = {"budget": budget, "family": family, "grid": list(grid), "schedule": schedule,
                 "min_fit_hits": min_fit_hits, "fit_points": fit_points, "shape_check": shape_check,
-                "bootstrap": bootstrap, **walk}
+                "bootstrap": bootstrap, "trend_error": trend_error, **walk}
     needed = 2 if family.endswith(("linear", "shape")) else 3
     used = [p for p in points if p.n and p.hits >= min_fit_hits]
     if fit_points is not None:
@@ -292,10 +303,16 @@ def lpe(
         fb = fit_path(np.array(a)[keep], kb[keep], np.array(n)[keep], family, start=np.array(fit.coef), shape=shape)
         draws.append(min(float(fb.log_rate(1.0)), cap))
     tail = (1 - confidence) / 2
+    spread: list[float] | None = None  # the bootstrap's interval alone, before the trend's error
+    sd = 0.0
     if len(draws) >= 20:
         lo, hi = np.quantile(draws, [tail, 1 - tail])
-        if fit.shape is not None:  # the shape's own error, in quadrature with the sampling noise
-            z, sd = float(norm.ppf(1 - tail)), fit.shape.extrapolation_sd(a[-1])
+        spread = [float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate)))]
+        # the trend's own error, in quadrature with the sampling noise
+        sd = (fit.shape.extrapolation_sd(a[-1]) if fit.shape is not None
+              else math.log(10) * trend_error * (1 - a[-1]))
+        if sd > 0:
+            z = float(norm.ppf(1 - tail))
             lo = log_rate - math.hypot(max(log_rate - lo, 0.0), z * sd)
             hi = min(log_rate + math.hypot(max(hi - log_rate, 0.0), z * sd), max(cap, log_rate))
         interval = Interval(float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))), confidence,
@@ -307,7 +324,8 @@ def lpe(
         "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n,
                                    "shape": asdict(fit.shape) if fit.shape is not None else None},
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
-        "bootstrap_used": len(draws), "monotone_bound": bound, "shape_test": shape_test, "capped": capped,
+        "bootstrap_used": len(draws), "bootstrap_interval": spread, "trend_sd_decades": sd / math.log(10),
+        "monotone_bound": bound, "shape_test": shape_test, "capped": capped,
         **_residual_test(fit.residuals(), len(fit.coef)),
     }
     return Estimate(method="lpe", prompt_id=prompt.id, rate=rate, interval=interval, rollouts=spent, hits=hits,

@@ -27,7 +27,8 @@ from ._source import RolloutSource
 from ._weights import hit_interval, weight_diagnostics
 from .schedule import DEFAULT_GRID, PathPoint, summarize, walk_path
 
-__all__ = ["balance_heuristic", "mis", "mixture_log_weights", "monotone_bound_interval", "monotone_upper_bound"]
+__all__ = ["TAIL_WIDENING", "balance_heuristic", "mis", "mixture_log_weights", "monotone_bound_interval",
+           "monotone_upper_bound"]
 
 
 def _monotone_bound(counts: Sequence[Sequence[int]], confidence: float) -> float:
@@ -94,6 +95,12 @@ def balance_heuristic(points: Sequence[PathPoint],
     return float(mean), float(se), np.concatenate(contributions) if contributions else np.zeros(0)
 
 
+# decades added to the upper end of path MIS's interval per decade the weights bridge (log10 of the
+# hits' share of rollouts over the estimate), for walks that switch to the target after a few tokens
+# and for full-reply mixtures; measured on prompts never scored: benchmarks/results/interval_tuning.json
+TAIL_WIDENING: dict[str, float] = {"switching": 0.08, "full": 0.25}
+
+
 @register_estimator("mis")
 def mis(
     source: RolloutSource,
@@ -130,7 +137,15 @@ def mis(
     diagnostics = {"points": path, "standard_error": se, "max_weight_share": share, "ess_hits": ess_hits,
                    **{k: tails[k] for k in ("ess", "khat", "khat_hits", "log10_weight_mean")},
                    "khat_contrib": pareto_khat(g)}
-    interval = hit_interval(mean, se, min(hits, ess_hits), confidence)
+    # the weights' unseen tail: the upper end reaches further the more decades the weights bridge
+    # between how often hits were drawn and the estimate (TAIL_WIDENING, measured)
+    judged = sum(p.n for p in points)
+    bridge = max(0.0, math.log10(hits / judged) - math.log10(mean)) if mean > 0 and judged > 0 else 0.0
+    widen = TAIL_WIDENING["switching" if walk.get("switch_after") is not None else "full"] * bridge
+    sampled = hit_interval(mean, se, min(hits, ess_hits), confidence)
+    interval = hit_interval(mean, se, min(hits, ess_hits), confidence, widen)
+    diagnostics.update({"sampled_interval": [sampled.low, sampled.high], "bridge_decades": bridge,
+                        "tail_widening_decades": widen})
     return Estimate(method="mis", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=hits,
                     failed=failed, settings=settings, diagnostics=diagnostics,
                     flags=weight_flags(diagnostics, hits, pooled=True))

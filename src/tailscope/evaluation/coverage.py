@@ -28,7 +28,7 @@ import numpy as np
 
 from .metrics import evenly_in_log_rate
 
-__all__ = ["CALIBRATION_METHODS", "record", "run_calibration", "summarize"]
+__all__ = ["CALIBRATION_METHODS", "in_range", "record", "run_calibration", "summarize"]
 
 CALIBRATION_METHODS: dict[str, dict[str, Any]] = {
     "mis (switching, tuned): default": {"method": "mis", "switch_after": "tune"},
@@ -36,9 +36,15 @@ CALIBRATION_METHODS: dict[str, dict[str, Any]] = {
     "lpe": {"method": "lpe"},
     "is (reference proposal)": {"method": "is", "proposal": "a=0"},
 }
-KEPT_DIAGNOSTICS = ("ess", "ess_hits", "khat", "khat_hits", "khat_contrib", "capped", "log10_weight_mean", "max_weight_share",
-                    "standard_error", "bootstrap_used", "monotone_bound", "fit_alpha_last", "fit_points", "fit_hits",
-                    "residual_chi2", "residual_p")
+KEPT_DIAGNOSTICS = ("ess", "ess_hits", "khat", "khat_hits", "khat_contrib", "capped", "log10_weight_mean",
+                    "max_weight_share", "standard_error", "sampled_interval", "bridge_decades",
+                    "tail_widening_decades", "bootstrap_used", "bootstrap_interval", "trend_sd_decades",
+                    "monotone_bound", "fit_alpha_last", "fit_points", "fit_hits", "residual_chi2", "residual_p")
+
+
+def in_range(org: Any, low: float = 1e-8, high: float = 1e-3) -> dict[str, float]:
+    """The organism's prompts whose exact rate is in ``[low, high]``: id -> rate."""
+    return {pid: float(e["rate"]) for pid, e in org.ground_truth.items() if low <= float(e["rate"]) <= high}
 
 
 def record(e, truth: float, seed: int) -> dict[str, Any]:
@@ -112,12 +118,14 @@ def run_calibration(
     calibration_prompts: int = 4,
     tune_once: bool = False,
     every: int = 1,
+    exclude: Sequence[str] = (),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run every method at every budget on every (prompt, seed); returns the JSON-ready result.
 
     Settings to tune are chosen per seed on that seed's calibration split, or with ``tune_once``
-    on the first seed's and reused for the others (cheaper; the seeds then share one choice)."""
+    on the first seed's and reused for the others (cheaper; the seeds then share one choice).
+    ``exclude``: prompts never chosen nor used for tuning (another run's scored prompts)."""
     from ..estimators import StoreSource, estimate
     from ..judges import make_judge
     from ..organisms import load
@@ -127,8 +135,9 @@ def run_calibration(
 
     org = load(organism_name)
     judge = make_judge(org.judge_spec)
-    rates = {pid: float(e["rate"]) for pid, e in org.ground_truth.items() if low <= float(e["rate"]) <= high}
-    chosen = evenly_in_log_rate(rates, prompts)
+    rates = in_range(org, low, high)
+    avoid = set(exclude)
+    chosen = evenly_in_log_rate({i: r for i, r in rates.items() if i not in avoid}, prompts)
     ids = chosen[::every]  # a thinner spread of the same prompts; the calibration split avoids them all
     by_id = {p.id: p for p in org.prompts}
     rows: dict[str, dict[int, list]] = {name: {b: [] for b in budgets} for name in methods}
@@ -139,7 +148,7 @@ def run_calibration(
         with RunStore.open(f"eval-calibration-{organism_name}-{max_new_tokens}-s{s}", config, root=runs_dir) as store:
             source = StoreSource(store, sampler, judge)
             if not (tune_once and tuned):
-                held = calibration_split(org.prompts, chosen, calibration_prompts, s)
+                held = calibration_split(org.prompts, [*chosen, *exclude], calibration_prompts, s)
                 if progress:
                     progress(f"seed {s}: tuning on {len(held)} calibration prompts", 0, 1)
                 specs, record_ = resolve_tuned(methods, source, sampler.scorer(), held, max(budgets), scored=chosen)

@@ -223,27 +223,54 @@ def run_map_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progre
     return result
 
 
+def calibration_design(fast: bool, seed: int = 0) -> dict[str, Any]:
+    """The scored runs' prompts, seeds and budgets: the fast run scores every other of 10 prompts
+    spread in log rate (5), the full run all of 20."""
+    if fast:
+        return {"prompts": 10, "every": 2, "seeds": (seed, seed + 1), "budgets": (300, 1000)}
+    return {"prompts": 20, "every": 1, "seeds": tuple(range(seed, seed + 3)), "budgets": (100, 300, 1000)}
+
+
 def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress: Progress | None = None,
-                          seed: int = 0, organism_name: str = "refusal") -> dict[str, Any]:
+                          seed: int = 0, organism_name: str = "refusal", split: str = "scored") -> dict[str, Any]:
     """Interval coverage per method and budget, several seeds per prompt (:mod:`.coverage`).
+
+    ``split="tuning"`` runs the same protocol on prompts neither scored run ever scores (20 of
+    them, 10 with ``fast``): the flags' thresholds and LPE's extrapolation error are chosen there
+    (``benchmarks/tune_flags.py``), never on the scored prompts.
 
     Replies are cut at 16 tokens: the organisms' judges read the opening (4–6 tokens), so every
     verdict and exact rate is unchanged, and switching MIS with a switch point ≤ 16 has exactly the
     weights of full replies (the tokens after the switch carry a ratio of 1). Plain IS and MIS
     weigh every token, so for them the cut flatters: their weights span 16 tokens, not ~100."""
-    from .coverage import run_calibration
+    from ..organisms import load
+    from .coverage import in_range, run_calibration
+    from .metrics import evenly_in_log_rate
 
+    if split not in ("scored", "tuning"):
+        raise ValueError(f"`split` (={split!r}) must be 'scored' or 'tuning'")
     tokens = 16
-    # the fast run scores every other of 10 prompts spread in log rate (5), the full run all of 20
-    (prompts, every), seeds = ((10, 2), (seed, seed + 1)) if fast else ((20, 1), tuple(range(seed, seed + 3)))
-    budgets = (300, 1000) if fast else (100, 300, 1000)
-    result = run_calibration(organism_name, runs_dir=runs_dir, prompts=prompts, seeds=seeds, budgets=budgets,
-                             max_new_tokens=tokens, tune_once=fast, every=every, progress=progress)
-    name = "calibration_fast" if fast else "calibration"
+    design = calibration_design(fast, seed)
+    exclude: list[str] = []
+    if split == "tuning":
+        rates = in_range(load(organism_name))
+        for f in (True, False):  # every prompt either scored run scores
+            d = calibration_design(f, seed)
+            exclude += evenly_in_log_rate(rates, d["prompts"])[:: d["every"]]
+        design = {**design, "every": 1, "prompts": 10 if fast else 20, "budgets": (300, 1000)}
+    result = run_calibration(organism_name, runs_dir=runs_dir, prompts=design["prompts"], seeds=design["seeds"],
+                             budgets=design["budgets"], max_new_tokens=tokens, tune_once=fast, every=design["every"],
+                             exclude=exclude, progress=progress)
+    name = "calibration" + ("_tuning" if split == "tuning" else "") + ("_fast" if fast else "")
+    flags = " --split tuning" if split == "tuning" else ""
+    seeds = design["seeds"]
     result.update({
-        "suite": "calibration", "fast": fast, "command": f"tailscope evaluate calibration{' --fast' if fast else ''}",
+        "suite": "calibration", "fast": fast, "split": split,
+        "command": f"tailscope evaluate calibration{' --fast' if fast else ''}{flags}",
         "protocol_summary": (
-            f"{len(result['prompts'])} prompts of `{organism_name}` with exact rates in 1e-8..1e-3 (evenly spaced in log rate) × "
+            f"{len(result['prompts'])} prompts of `{organism_name}` with exact rates in 1e-8..1e-3 (evenly spaced in "
+            "log rate"
+            f"{'; none of them scored by the scored runs' if split == 'tuning' else ''}) × "
             f"{len(seeds)} sampler seeds; nominal 95% intervals; naive simulated exactly (200 Binomial draws per "
             f"prompt); the default's switch point tuned "
             f"{'once (first seed)' if fast else 'per seed'} on 4 calibration prompts (not scored); replies cut "
