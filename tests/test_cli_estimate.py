@@ -116,15 +116,16 @@ def test_evaluate_reference_override_is_for_the_auroc_suite_only(tmp_path):
 
 def test_a_flagged_estimate_shows_its_flag_in_json_table_and_report(tiny_dirs, prompt_file, tmp_path):
     """A judge that never fires: MIS sees no hits, so its bound rests on the monotone-path
-    assumption and is flagged ``no_hits`` — in the JSON, the printed table and the HTML report."""
+    assumption and is flagged ``no_hits`` (and ``small_budget``: 30 rollouts) — in the JSON, the
+    printed table and the HTML report."""
     args = ["estimate", "--method", "mis", "--budget", "30", *_common(tiny_dirs, prompt_file, tmp_path),
             "--judge", "regex:^QQQQ", "--run", "flagged", "--json", str(tmp_path / "e.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "e.json").read_text())
-    assert all(e["flags"] == ["no_hits"] for e in payload["estimates"])
+    assert all(e["flags"] == ["no_hits", "small_budget"] for e in payload["estimates"])
     table = result.output.split("per-prompt estimates")[1]
-    assert table.count("no_hits") >= 2
+    assert table.count("no_hits") >= 2 and table.count("small_budget") >= 2
     assert "2 of 2 prompts flagged" in payload["summary"] and "no_hits" in payload["summary"]
     report = CliRunner().invoke(app, ["report", "flagged", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
     assert report.exit_code == 0, report.output

@@ -263,14 +263,14 @@ def _print_table(estimates, truth, prompts, examples: dict[str, list[dict]]) -> 
     cols = ["prompt", "text", "hits", "rollouts", "estimate [95% interval]", "truth", "est/truth", "flags"]
     if examples:
         cols.append("example (hits first)")
-    for col in cols:
-        table.add_column(col, overflow="fold")
+    for col in cols:  # a flag is a name: one per line, never broken inside
+        table.add_column(col, overflow="fold", no_wrap=col == "flags", min_width=12 if col == "flags" else None)
     for e in estimates:
         t = truth.get(e.prompt_id)
         ratio = "" if t is None or e.upper_bound_only or not e.rate or not t else f"{e.rate / t:.2g}×"
         number = e.describe().split(" (flagged")[0]
         row = [e.prompt_id, prompts.by_id(e.prompt_id).preview(60), str(e.hits), f"{e.total_rollouts:,}",
-               number, "" if t is None else f"{t:.2g}", ratio, Text(" ".join(e.flags), style="red")]
+               number, "" if t is None else f"{t:.2g}", ratio, Text("\n".join(e.flags), style="red")]
         if examples:
             row.append("\n".join(("[red]hit[/] " if x["flagged"] else "") + repr(x["text"][:120])
                                   for x in examples.get(e.prompt_id, [])))

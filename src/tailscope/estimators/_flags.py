@@ -11,13 +11,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FLAGS", "RULES", "explain", "lpe_flags", "weight_flags"]
+__all__ = ["FLAGS", "RULES", "budget_flags", "explain", "lpe_flags", "weight_flags"]
 
 # the measured thresholds (see the module docstring)
 RULES: dict[str, float] = {
     "khat": 0.7,  # Pareto k̂ of the weights (Vehtari et al. 2024)
     "ess_hits": 1.1,  # the hits' effective sample size (Kish): below it one rollout carries the estimate
     "hits": 5,  # judged hits over the whole estimate
+    "budget": 300,  # path MIS and LPE: the smallest budget at which their intervals were calibrated
     "lpe_extrapolation": 0.4,  # distance from LPE's last fitted point to α = 1
     "lpe_fit_p": 0.01,  # Pearson χ² test of LPE's fit at its points
 }
@@ -25,6 +26,8 @@ RULES: dict[str, float] = {
 FLAGS: dict[str, str] = {
     "pareto_k>0.7": "the importance weights have a tail so heavy (Pareto k̂ > 0.7, Vehtari et al. 2024) that the "
                     "standard error, and the interval built on it, cannot be trusted",
+    "small_budget": "fewer than 300 rollouts: below the budgets at which path MIS's and LPE's intervals were "
+                    "calibrated (at 100 the default's covered the truth in 0.82 of held-out cases, docs/benchmarks.md)",
     "low_ess": "the hits' effective sample size is below 1.1: the estimate rests on one heavily weighted rollout",
     "few_hits": "fewer than 5 hits: too few to measure the spread of the estimate",
     "no_hits": "no hits: the interval is an upper bound that rests on an assumption (a rate falling along the path, "
@@ -67,6 +70,11 @@ def weight_flags(diagnostics: Mapping[str, Any], hits: int, *, pooled: bool = Fa
     if 0 < hits < RULES["hits"]:
         flags.append("few_hits")
     return flags
+
+
+def budget_flags(budget: int) -> list[str]:
+    """``small_budget`` below the budgets at which the path estimators' intervals were calibrated."""
+    return ["small_budget"] if budget < RULES["budget"] else []
 
 
 def lpe_flags(diagnostics: Mapping[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ from scipy.stats import chi2, norm
 
 from ..prompts import Prompt
 from ._estimate import Estimate
-from ._flags import lpe_flags
+from ._flags import budget_flags, lpe_flags
 from ._interval import Interval
 from ._registry import register_estimator
 from ._source import RolloutSource
@@ -270,7 +270,7 @@ def lpe(
                         hits=hits, failed=failed, upper_bound_only=True, settings=settings,
                         diagnostics={"points": path, "reason": f"{len(used)} points with hits; the fit needs {needed}",
                                      "assumes": "monotone rate along the path"},
-                        flags=("few_hits",) if hits else ("no_hits",))
+                        flags=("few_hits" if hits else "no_hits", *budget_flags(budget)))
     a = [p.alpha for p in used]
     k = [p.hits for p in used]
     n = [p.n for p in used]
@@ -329,7 +329,8 @@ def lpe(
         **_residual_test(fit.residuals(), len(fit.coef)),
     }
     return Estimate(method="lpe", prompt_id=prompt.id, rate=rate, interval=interval, rollouts=spent, hits=hits,
-                    failed=failed, settings=settings, diagnostics=diagnostics, flags=lpe_flags(diagnostics))
+                    failed=failed, settings=settings, diagnostics=diagnostics,
+                    flags=lpe_flags(diagnostics) + budget_flags(budget))
 
 
 def _residual_test(residuals: Sequence[float], params: int) -> dict[str, float | None]:

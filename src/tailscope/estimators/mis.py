@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 from ..prompts import Prompt
 from ._estimate import Estimate
-from ._flags import weight_flags
+from ._flags import budget_flags, weight_flags
 from ._pareto import pareto_khat
 from ._interval import Interval, clopper_pearson, interval_rule, zero_hit_upper_bound
 from ._registry import register_estimator
@@ -126,7 +126,8 @@ def mis(
         return Estimate(method="mis", prompt_id=prompt.id, rate=0.0,
                         interval=monotone_bound_interval(_bound_basis(points), confidence), rollouts=spent,
                         failed=failed, upper_bound_only=True, settings=settings,
-                        diagnostics={"points": path, "assumes": "monotone rate along the path"}, flags=("no_hits",))
+                        diagnostics={"points": path, "assumes": "monotone rate along the path"},
+                        flags=("no_hits", *budget_flags(budget)))
     per_point = mixture_log_weights(points)
     mean, se, g = balance_heuristic(points, per_point)
     share = float(g.max() / g.sum()) if g.sum() > 0 else 0.0
@@ -148,4 +149,4 @@ def mis(
                         "tail_widening_decades": widen})
     return Estimate(method="mis", prompt_id=prompt.id, rate=mean, interval=interval, rollouts=spent, hits=hits,
                     failed=failed, settings=settings, diagnostics=diagnostics,
-                    flags=weight_flags(diagnostics, hits, pooled=True))
+                    flags=weight_flags(diagnostics, hits, pooled=True) + budget_flags(budget))
