@@ -15,8 +15,8 @@ each the smallest value under which the unflagged intervals cover the truth in a
   of error per unit of α extrapolated, added in quadrature to the bootstrap interval.
 
 Rows keep the intervals before widening (``sampled_interval``, ``bootstrap_interval``), so each
-widening is recomputed here as the estimator computes it, whatever was shipped when the suite
-ran; path MIS's flags are recomputed with the shipped rules. Writes
+widening is recomputed here with the estimators' own functions, whatever was shipped when the
+suite ran; path MIS's flags are recomputed with the shipped rules. Writes
 ``benchmarks/results/interval_tuning.json``; ``tests/test_interval_tuning.py`` checks that the
 shipped constants are the ones chosen here::
 
@@ -32,9 +32,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
 
 from tailscope.estimators._flags import weight_flags
+from tailscope.estimators._weights import raised
+from tailscope.estimators.extrapolation import trend_sd, widen_by_trend
+from tailscope.estimators.mis import bridge_decades
 
 HERE = Path(__file__).resolve().parent
 MIS = {"switching": "mis (switching, tuned): default", "full": "mis"}
@@ -56,10 +58,9 @@ def mis_interval(row: dict, per_decade: float) -> tuple[float, float]:
     if row["bound"] or row["rate"] <= 0:
         return row["low"], row["high"]
     bridge = d.get("bridge_decades")
-    if bridge is None:
-        bridge = max(0.0, math.log10(row["hits"] / row["rollouts"]) - math.log10(row["rate"]))
-    widen = per_decade * bridge
-    return low, (max(high, min(1.0, high * 10**widen)) if widen > 0 else high)
+    if bridge is None:  # a row from before the widening: every rollout of this suite is judged
+        bridge = bridge_decades(row["hits"], row["rollouts"], row["rate"])
+    return low, raised(high, per_decade * bridge)
 
 
 def mis_flagged(row: dict) -> bool:
@@ -78,14 +79,9 @@ def lpe_interval(row: dict, trend_error: float, confidence: float = 0.95) -> tup
         return row["low"], row["high"]
     if spread is None and d.get("trend_sd_decades"):
         return row["low"], row["high"]  # widened by a shape's error the row does not undo
-    lo0, hi0 = spread if spread is not None else (row["low"], row["high"])
-    log_rate = math.log(row["rate"])
     cap = math.log(d["monotone_bound"]) if d.get("monotone_bound") else math.inf
-    sd = math.log(10) * trend_error * (1 - d["fit_alpha_last"])
-    z = float(norm.ppf(1 - (1 - confidence) / 2))
-    lo = log_rate - math.hypot(max(log_rate - math.log(lo0), 0.0), z * sd)
-    hi = min(log_rate + math.hypot(max(math.log(hi0) - log_rate, 0.0), z * sd), max(cap, log_rate))
-    return math.exp(min(lo, log_rate)), math.exp(max(hi, log_rate))
+    return widen_by_trend(spread or (row["low"], row["high"]), math.log(row["rate"]),
+                          trend_sd(trend_error, d["fit_alpha_last"]), cap, confidence)
 
 
 def smallest(cells: dict[str, list[dict]], grid: Sequence[float], interval: Callable[[dict, float], tuple],

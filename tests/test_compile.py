@@ -53,3 +53,38 @@ def test_a_failed_compile_draws_the_batch_again_eagerly(tiny_dirs, prompts):
     with pytest.warns(UserWarning, match="torch.compile of the decode step failed"):
         got = sampler.sample(prompts[:2], 2, "a=0.5")
     assert got == eager  # the batch drawn again from the start, eagerly: bit for bit
+
+
+def test_a_compiled_model_is_freed_with_its_pair(tiny_dirs):
+    import gc
+    import weakref
+
+    from tailscope.models import load_model
+
+    lm = load_model(str(tiny_dirs["ref"]))
+    forward = compiled_forward(lm.model)  # torch.compile is lazy: nothing compiles until a call
+    assert compiled_forward(lm.model) is forward
+    with pytest.raises(ValueError, match="already compiled with backend"):
+        compiled_forward(lm.model, backend="eager")
+    gone = weakref.ref(lm.model)
+    del lm, forward
+    gc.collect()
+    assert gone() is None
+
+
+def test_the_cli_loads_two_plain_models_to_compile(tiny_dirs, tmp_path):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    from tailscope.adapters import quiet_peft
+    from tailscope.cli._setup import load_pair
+    from tailscope.models import load_model
+
+    with quiet_peft():
+        lora = get_peft_model(load_model(str(tiny_dirs["ref"])).model, LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "lora")
+    spec = f"{tiny_dirs['ref']}+{tmp_path / 'lora'}"
+    assert load_pair(str(tiny_dirs["ref"]), spec, device="cpu", dtype="float32").shares_base
+    pair = load_pair(str(tiny_dirs["ref"]), spec, device="cpu", dtype="float32", share=False)
+    assert not pair.shares_base
+    PathSampler(pair, compile=True)  # both roles are plain models: nothing to refuse

@@ -194,9 +194,11 @@ def test_cli_reference_engine_needs_the_target_engine(tiny_dirs, tmp_path):
     assert not list((tmp_path / "runs").glob("*.sqlite"))
 
 
-def test_export_of_a_shared_base_pair_writes_plain_models(tiny_dirs, tmp_path):
+@pytest.mark.parametrize("modules", [["q_proj", "v_proj"], ["embed_tokens", "q_proj"]])
+def test_export_of_a_shared_base_pair_writes_plain_models(tiny_dirs, tmp_path, modules):
     """Each role of a pair sharing one base (BASE and BASE+ADAPTER) exports as a plain checkpoint whose
-    logits are that role's: the adapter merged for the target, the base alone for the reference."""
+    logits are that role's: the adapter merged for the target, the base alone for the reference; an
+    edit of the token embedding (as the abliteration adapters make) included."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -207,8 +209,8 @@ def test_export_of_a_shared_base_pair_writes_plain_models(tiny_dirs, tmp_path):
     torch.manual_seed(0)
     with quiet_peft():
         lora = get_peft_model(load_model(str(tiny_dirs["ref"])).model,
-                              LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    lora.save_pretrained(tmp_path / "adapter")
+                              LoraConfig(r=4, target_modules=modules, init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)  # the LoRA factors only
     pair = ModelPair.load(str(tiny_dirs["ref"]), f"{tiny_dirs['ref']}+{tmp_path / 'adapter'}")
     ids = torch.tensor([[1, 5, 9, 14, 3]])
     for role in ("reference", "target"):

@@ -59,9 +59,31 @@ def test_an_error_in_one_estimator_stops_the_run_and_is_raised(tiny_pair, prompt
         return len(obs)
 
     with RunStore.open(tmp_path / "s.sqlite", run_config(sampler)) as store:
+        done = []
         with pytest.raises(RuntimeError, match="estimator broke"):
-            estimate_many(fails_on_second, StoreSource(store, sampler, judge), prompts, 4)
+            estimate_many(fails_on_second, StoreSource(store, sampler, judge), prompts, 4,
+                          on_done=lambda i, e: done.append(i))
         assert store.count() == 4 * len(prompts)  # what was drawn before the error is kept
+    # the others finished in the same round as the failing one: each handed on before the error
+    assert sorted(done) == [i for i in range(len(prompts)) if i != 1]
+
+
+def test_a_long_list_goes_in_waves_with_the_same_estimates(tiny_pair, prompts, tmp_path, monkeypatch):
+    import tailscope.estimators._lockstep as lockstep
+
+    judge = make_judge("regex:the")
+    sampler = PathSampler(tiny_pair, max_new_tokens=6, batch_size=16, seed=3)
+    with RunStore.open(tmp_path / "all.sqlite", run_config(sampler)) as store:
+        together = estimate_many("mis", StoreSource(store, sampler, judge), prompts, 40)
+    monkeypatch.setattr(lockstep, "MAX_AT_ONCE", 2)
+    with RunStore.open(tmp_path / "waves.sqlite", run_config(sampler)) as store:
+        source = _Counting(StoreSource(store, sampler, judge))
+        seen = []
+        waves = estimate_many("mis", source, prompts, 40, on_done=lambda i, e: seen.append((i, e.prompt_id)))
+    assert len(prompts) > 2 and max(source.calls) <= 2
+    assert sorted(seen) == [(i, p.id) for i, p in enumerate(prompts)]
+    assert [(e.prompt_id, e.hits, e.total_rollouts) for e in waves] == [
+        (e.prompt_id, e.hits, e.total_rollouts) for e in together]
 
 
 def test_a_failing_draw_is_raised_in_the_caller(prompts):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 __all__ = ["cache_keyword", "compile_failed", "compiled_forward", "forward_step", "output_cache", "preallocate"]
 
 _KEYWORD: dict[type, str] = {}
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled forward
+_COMPILED_ATTR = "_tailscope_compiled_forward"  # on a model: (backend, its compiled forward)
 
 
 def cache_keyword(model: Any) -> str:
@@ -51,23 +50,30 @@ def forward_step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: t
     return (forward or model)(**kwargs)
 
 
-def compiled_forward(model: Any, *, backend: Any = "inductor") -> Callable[..., Any]:
+def compiled_forward(model: Any, *, backend: Any = None) -> Callable[..., Any]:
     """``torch.compile(model.forward, dynamic=True)``, made once per model and shared by every sampler
-    of it. If compiling fails, the model decodes eagerly from then on and the error is raised
+    of it (``backend``: torch.compile's, default inductor; None takes the one the model was compiled
+    with). If compiling fails, the model decodes eagerly from then on and the error is raised
     (:func:`compile_failed` tells it apart): part of the step may have run and written to the cache,
     so the caller draws the whole batch again (the sampler does).
 
     The first calls compile (minutes on a CPU); the compiled kernels agree with eager ones to float
     rounding, not bit for bit."""
-    if model in _COMPILED:
-        return _COMPILED[model]
+    made = getattr(model, _COMPILED_ATTR, None)
+    if made is not None:
+        if backend is not None and made[0] != backend:
+            raise ValueError(f"this model's decode step is already compiled with backend {made[0]!r}, not {backend!r}")
+        return made[1]
     if not isinstance(model, torch.nn.Module):  # a role of a shared base switches adapters in Python
         raise ValueError(f"torch.compile of the decode step needs a plain model, not {type(model).__name__}; "
                          "load the pair with share=False to compile it")
+    backend = "inductor" if backend is None else backend
     eager, compiled = model.forward, torch.compile(model.forward, dynamic=True, backend=backend)
+    failed = False
 
     def forward(**kwargs: Any) -> Any:
-        if _COMPILED.get(model) is not forward:  # compilation failed earlier: eager from then on
+        nonlocal failed
+        if failed:  # compilation failed earlier: eager from then on
             return eager(**kwargs)
         try:
             return compiled(**kwargs)
@@ -75,10 +81,11 @@ def compiled_forward(model: Any, *, backend: Any = "inductor") -> Callable[..., 
             if compile_failed(exc):  # tracing or code generation: eager from now on, said once
                 warnings.warn(f"torch.compile of the decode step failed ({type(exc).__name__}: "
                               f"{str(exc)[:200]}); decoding eagerly", stacklevel=2)
-                _COMPILED[model] = eager
+                failed = True
             raise
 
-    _COMPILED[model] = forward
+    # kept on the model itself: the closure refers to the model, a cycle the collector frees with it
+    object.__setattr__(model, _COMPILED_ATTR, (backend, forward))
     return forward
 
 

@@ -58,16 +58,17 @@ def build_judge(spec: str):
 
 
 def load_pair(reference: str, target: str, *, device: str, dtype: str, trust_remote_code: bool = False,
-              revision: str | None = None):
+              revision: str | None = None, share: bool = True):
     """Both models, each spec checked first, each load's failure named by its role. A base and an
-    adapter of it, or two adapters of one base, keep one copy of the base in memory."""
+    adapter of it, or two adapters of one base, keep one copy of the base in memory (unless
+    ``share`` is False: ``--compile`` needs two plain models)."""
     from ..models import ModelPair, SharedBases, TokenizerMismatchError, can_share_base
 
     check_model_spec(reference, "--reference", revision)
     check_model_spec(target, "--target", revision)
     options = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code, "revision": revision}
     with loading(target, "--target"):  # an adapter spec needs the peft extra
-        shared = can_share_base(reference, target)
+        shared = share and can_share_base(reference, target)
     if shared:  # each role runs the one base with its own adapter (or none)
         bases = SharedBases(**options)
         with loading(reference, "--reference"):
@@ -163,7 +164,7 @@ def resolve(
     elif pool is None:
         with console.status(f"loading {reference} and {target}"):
             pair = load_pair(reference, target, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                             revision=revision)
+                             revision=revision, share=not sampling.get("compile"))
     else:
         pair = None  # the workers load it
     from ..sampling import PathSampler

@@ -26,7 +26,7 @@ def evaluate(
                                         help="harmbench only: score N behaviours (default 12, 8 with --fast)."),
     split: str = typer.Option("scored", "--split", metavar="scored|tuning",
                               help="calibration only: `tuning` runs the protocol on prompts no scored run scores "
-                                   "(where the flags' thresholds are chosen)."),
+                                   "(where the intervals' widenings are chosen)."),
     pool: object = None,
 ) -> None:
     """Run an evaluation suite; results are resumable through the run store.

@@ -80,11 +80,18 @@ def _plain_copy(model: torch.nn.Module, adapter: str | None) -> torch.nn.Module:
     weights (None: the base alone), every LoRA layer replaced by its base layer."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    from ..models import untie_output_embedding
+
+    def edits(module: Any) -> bool:  # linear layers keep LoRA factors in lora_A, embeddings in lora_embedding_A
+        return adapter is not None and any(adapter in getattr(module, f, {}) for f in ("lora_A", "lora_embedding_A"))
+
     clone = copy.deepcopy(model)
+    if edits(clone.get_input_embeddings()):  # merging into a tied embedding would move the LM head too
+        untie_output_embedding(clone)
     for name, module in list(clone.named_modules()):
         if not isinstance(module, BaseTunerLayer):
             continue
-        if adapter is not None and adapter in getattr(module, "lora_A", {}):
+        if edits(module):
             module.merge(adapter_names=[adapter])
         parent, _, child = name.rpartition(".")
         setattr(clone.get_submodule(parent) if parent else clone, child, module.get_base_layer())

@@ -25,6 +25,7 @@ from ..rollout import Proposal
 from ._registry import estimate as run_estimator
 
 __all__ = ["estimate_many"]
+MAX_AT_ONCE = 512  # prompts estimated together (one thread each); more go in waves of this many
 
 
 class _Cancelled(Exception):
@@ -111,6 +112,12 @@ def estimate_many(
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         raise ValueError("estimate_many needs distinct prompt ids")
+    if len(prompts) > MAX_AT_ONCE:  # one thread per prompt: a very long list goes in waves
+        out: list[Any] = []
+        for start in range(0, len(prompts), MAX_AT_ONCE):
+            done = None if on_done is None else (lambda i, e, start=start: on_done(start + i, e))
+            out += estimate_many(method, source, prompts[start:start + MAX_AT_ONCE], budget, on_done=done, **settings)
+        return out
     call = (lambda src, p: run_estimator(method, src, p, budget, **settings)) if isinstance(method, str) else (
         lambda src, p: method(src, p, budget, **settings))
     hub = _Hub(source, running=len(prompts))
@@ -129,9 +136,9 @@ def estimate_many(
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"estimate-{p.id}")
                for i, p in enumerate(prompts)]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:
+            t.start()
         while True:
             with hub.cv:
                 # serve once every estimator still running is waiting on a draw
@@ -142,12 +149,14 @@ def estimate_many(
                 if not finished:
                     batch, hub.waiting = hub.waiting, []
                 running = hub.running
-            for i, result, error in finished:
-                if error is not None:
-                    raise error
-                out[i] = result
-                if on_done is not None:
-                    on_done(i, result)
+            for i, result, error in finished:  # every finished estimate is handed on before an error is raised
+                if error is None:
+                    out[i] = result
+                    if on_done is not None:
+                        on_done(i, result)
+            errors = [error for _, _, error in finished if error is not None]
+            if errors:
+                raise errors[0]
             if batch:
                 _serve(hub, batch)
             elif not finished and not running:

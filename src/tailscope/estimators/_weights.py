@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 from ._interval import Interval, interval_rule
 from ._pareto import pareto_khat
 
-__all__ = ["hit_interval", "log_interval", "weight_diagnostics"]
+__all__ = ["hit_interval", "log_interval", "raised", "weight_diagnostics"]
 
 
 def log_interval(mean: float, se: float, confidence: float) -> tuple[float, float]:
@@ -46,15 +46,15 @@ def hit_interval(mean: float, se: float, hits: float, confidence: float, tail_de
     basis = {"mean": mean, "standard_error": se, "effective_hits": hits, "tail_decades": tail_decades}
     lo_se, hi_se = log_interval(mean, se, confidence)
     if hits <= 0 or mean <= 0:
-        return Interval(lo_se, _raised(hi_se, tail_decades), confidence, "weighted", basis)
+        return Interval(lo_se, raised(hi_se, tail_decades), confidence, "weighted", basis)
     tail = (1 - confidence) / 2
     lo_k = stats.chi2.ppf(tail, 2 * hits) / 2
     hi_k = stats.chi2.ppf(1 - tail, 2 * hits + 2) / 2
-    return Interval(float(min(lo_se, mean * lo_k / hits)), _raised(float(max(hi_se, mean * hi_k / hits)), tail_decades),
+    return Interval(float(min(lo_se, mean * lo_k / hits)), raised(float(max(hi_se, mean * hi_k / hits)), tail_decades),
                     confidence, "weighted", basis)
 
 
-def _raised(high: float, decades: float) -> float:
+def raised(high: float, decades: float) -> float:
     """``high`` raised by ``decades``, no further than a rate can go (1), never lowered."""
     return max(high, min(1.0, high * 10**decades)) if decades > 0 else high
 

@@ -7,7 +7,7 @@ and learned from calibration prompts' path points (``log-shape``) — on the poi
 seen, and evaluate it at α = 1. The interval is a parametric bootstrap of the fit, which covers the sampling noise of
 the points, widened by the error of the trend itself: for ``log-shape`` the shape's own measured
 error, for the polynomial families ``TREND_ERROR`` decades per unit of α extrapolated, measured on
-the calibration suite's tuning prompts (``benchmarks/tune_flags.py``; docs/methods.md).
+the calibration suite's tuning prompts (``benchmarks/tune_intervals.py``; docs/methods.md).
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from ._source import RolloutSource
 from .mis import monotone_bound_interval, monotone_upper_bound
 from .schedule import DEFAULT_GRID, summarize, walk_path
 
-__all__ = ["FAMILIES", "TREND_ERROR", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe"]
+__all__ = ["FAMILIES", "TREND_ERROR", "PathFit", "PathShape", "fit_path", "learn_shape", "lpe", "trend_sd",
+           "widen_by_trend"]
 
 Family = Literal["log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape"]
 FAMILIES: tuple[str, ...] = ("log-linear", "logit-linear", "log-quadratic", "logit-quadratic", "log-shape")
 # the polynomial trends' own error at α = 1, in decades per unit of α between the last fitted point
 # and α = 1 (a standard deviation, added in quadrature to the bootstrap's spread); measured on
-# prompts never scored: benchmarks/results/flag_tuning.json
+# prompts never scored: benchmarks/results/interval_tuning.json
 TREND_ERROR = 4.25
 
 
@@ -208,6 +209,25 @@ def fit_path(
                    tuple(int(x) for x in m), shape)
 
 
+def trend_sd(trend_error: float, alpha_last: float) -> float:
+    """A polynomial trend's own error at α = 1 (natural log): ``trend_error`` decades per unit of α
+    between the last fitted point and α = 1."""
+    return math.log(10) * trend_error * (1 - alpha_last)
+
+
+def widen_by_trend(spread: Sequence[float], log_rate: float, sd: float, cap: float,
+                   confidence: float = 0.95) -> tuple[float, float]:
+    """The bootstrap interval ``spread`` widened by the trend's error ``sd`` (natural log), in
+    quadrature on the log scale around ``log_rate``; the upper end no higher than ``cap`` (the log
+    of the monotone bound) unless the estimate itself is."""
+    lo, hi = (math.log(x) if x > 0 else -math.inf for x in spread)
+    if sd > 0:
+        z = float(norm.ppf(1 - (1 - confidence) / 2))
+        lo = log_rate - math.hypot(max(log_rate - lo, 0.0), z * sd)
+        hi = min(log_rate + math.hypot(max(hi - log_rate, 0.0), z * sd), max(cap, log_rate))
+    return float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate)))
+
+
 @register_estimator("lpe")
 def lpe(
     source: RolloutSource,
@@ -304,19 +324,14 @@ def lpe(
         draws.append(min(float(fb.log_rate(1.0)), cap))
     tail = (1 - confidence) / 2
     spread: list[float] | None = None  # the bootstrap's interval alone, before the trend's error
-    sd = 0.0
+    sd: float | None = None  # the trend's own error (natural log); None where no bootstrap interval is built
     if len(draws) >= 20:
         lo, hi = np.quantile(draws, [tail, 1 - tail])
         spread = [float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate)))]
-        # the trend's own error, in quadrature with the sampling noise
         sd = (fit.shape.extrapolation_sd(a[-1]) if fit.shape is not None
-              else math.log(10) * trend_error * (1 - a[-1]))
-        if sd > 0:
-            z = float(norm.ppf(1 - tail))
-            lo = log_rate - math.hypot(max(log_rate - lo, 0.0), z * sd)
-            hi = min(log_rate + math.hypot(max(hi - log_rate, 0.0), z * sd), max(cap, log_rate))
-        interval = Interval(float(math.exp(min(lo, log_rate))), float(math.exp(max(hi, log_rate))), confidence,
-                            "parametric bootstrap")
+              else trend_sd(trend_error, a[-1]))
+        low, high = widen_by_trend(spread, log_rate, sd, cap, confidence)
+        interval = Interval(low, high, confidence, "parametric bootstrap")
     else:
         interval = bound_interval
     curve_alphas = np.linspace(min(a), 1, 21)  # the fitted range and its extrapolation, not before it
@@ -324,7 +339,8 @@ def lpe(
         "points": path, "fit": {"family": family, "coef": list(fit.coef), "alphas": a, "hits": k, "n": n,
                                    "shape": asdict(fit.shape) if fit.shape is not None else None},
         "residuals": fit.residuals(), "curve": {"alpha": curve_alphas.tolist(), "rate": fit.rate(curve_alphas).tolist()},
-        "bootstrap_used": len(draws), "bootstrap_interval": spread, "trend_sd_decades": sd / math.log(10),
+        "bootstrap_used": len(draws), "bootstrap_interval": spread,
+        "trend_sd_decades": None if sd is None else sd / math.log(10),
         "monotone_bound": bound, "shape_test": shape_test, "capped": capped,
         **_residual_test(fit.residuals(), len(fit.coef)),
     }

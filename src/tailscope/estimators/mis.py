@@ -27,8 +27,8 @@ from ._source import RolloutSource
 from ._weights import hit_interval, weight_diagnostics
 from .schedule import DEFAULT_GRID, PathPoint, summarize, walk_path
 
-__all__ = ["TAIL_WIDENING", "balance_heuristic", "mis", "mixture_log_weights", "monotone_bound_interval",
-           "monotone_upper_bound"]
+__all__ = ["TAIL_WIDENING", "balance_heuristic", "bridge_decades", "mis", "mixture_log_weights",
+           "monotone_bound_interval", "monotone_upper_bound"]
 
 
 def _monotone_bound(counts: Sequence[Sequence[int]], confidence: float) -> float:
@@ -101,6 +101,12 @@ def balance_heuristic(points: Sequence[PathPoint],
 TAIL_WIDENING: dict[str, float] = {"switching": 0.08, "full": 0.25}
 
 
+def bridge_decades(hits: int, judged: int, mean: float) -> float:
+    """How many decades the weights bridge: log10 of the hits' share of the judged rollouts over the
+    estimate (0 when either is 0)."""
+    return max(0.0, math.log10(hits / judged) - math.log10(mean)) if hits > 0 and judged > 0 and mean > 0 else 0.0
+
+
 @register_estimator("mis")
 def mis(
     source: RolloutSource,
@@ -140,8 +146,7 @@ def mis(
                    "khat_contrib": pareto_khat(g)}
     # the weights' unseen tail: the upper end reaches further the more decades the weights bridge
     # between how often hits were drawn and the estimate (TAIL_WIDENING, measured)
-    judged = sum(p.n for p in points)
-    bridge = max(0.0, math.log10(hits / judged) - math.log10(mean)) if mean > 0 and judged > 0 else 0.0
+    bridge = bridge_decades(hits, sum(p.n for p in points), mean)
     widen = TAIL_WIDENING["switching" if walk.get("switch_after") is not None else "full"] * bridge
     sampled = hit_interval(mean, se, min(hits, ess_hits), confidence)
     interval = hit_interval(mean, se, min(hits, ess_hits), confidence, widen)

@@ -236,8 +236,8 @@ def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress
     """Interval coverage per method and budget, several seeds per prompt (:mod:`.coverage`).
 
     ``split="tuning"`` runs the same protocol on prompts neither scored run ever scores (20 of
-    them, 10 with ``fast``): the flags' thresholds and LPE's extrapolation error are chosen there
-    (``benchmarks/tune_flags.py``), never on the scored prompts.
+    them, 10 with ``fast``): the intervals' widenings (path MIS's unseen tail, LPE's trend error)
+    are chosen there (``benchmarks/tune_intervals.py``), never on the scored prompts.
 
     Replies are cut at 16 tokens: the organisms' judges read the opening (4–6 tokens), so every
     verdict and exact rate is unchanged, and switching MIS with a switch point ≤ 16 has exactly the
@@ -257,7 +257,7 @@ def run_calibration_suite(out_dir: Path, runs_dir: Path, *, fast: bool, progress
         for f in (True, False):  # every prompt either scored run scores
             d = calibration_design(f, seed)
             exclude += evenly_in_log_rate(rates, d["prompts"])[:: d["every"]]
-        design = {**design, "every": 1, "prompts": 10 if fast else 20, "budgets": (300, 1000)}
+        design = {**design, "every": 1, "budgets": (300, 1000)}  # the scored runs' count, all of them scored
     result = run_calibration(organism_name, runs_dir=runs_dir, prompts=design["prompts"], seeds=design["seeds"],
                              budgets=design["budgets"], max_new_tokens=tokens, tune_once=fast, every=design["every"],
                              exclude=exclude, progress=progress)
