@@ -6,7 +6,12 @@ Two pairs, each loaded two ways, each way in a fresh subprocess (so that its pea
 * ``smollm2-backdoor``: SmolLM2-135M-Instruct against SmolLM2 + the organism's LoRA adapter;
 * ``smollm2-abliterated``: SmolLM2 + its abliteration written as a rank-1 LoRA adapter
   (``abliterate(..., as_adapter=True)`` on the shipped harmful/harmless prompts, built here into a
-  temporary directory in its own subprocess) as the reference, SmolLM2 as the target.
+  temporary directory in its own subprocess) as the reference, SmolLM2 as the target;
+* ``SHAPE-lora`` (``qwen3-0.6b-lora``, ``tiny-lora``; the shapes of ``random_pairs.py``): a base of a
+  published configuration with random weights, saved as bfloat16 safetensors into a temporary directory,
+  against that base + a random LoRA adapter (r = 16 on q/k/v/o, saved beside it), both built in
+  their own subprocess. Memory and speed do not depend on training; at 135M parameters SmolLM2's
+  weights are small next to the fixed runtime, at 0.6B they are not.
 
 ``shared`` is ``ModelPair.load(..., share=True)`` (one base, adapter switched per call); ``copies``
 is ``share=False`` (two models, the adapter merged into the second). Each subprocess then samples
@@ -40,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory.json"
 ALPHA = 0.5
 TARGETS = {"memory_ratio_max": 0.6, "tokens_per_s_ratio_min": 0.95}
+LORA_SUFFIX = "-lora"
+LORA = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+LORA_B_STD = 0.003  # B ~ N(0, 0.003²) (PEFT starts it at 0): an update of ~2% of the weights' spread
 TOLERANCE = 1e-4  # |Δ log q| of a whole rollout (tens of tokens, each within float32 rounding) for "identical"
 
 
@@ -62,7 +70,14 @@ def _peak() -> float:
     return _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def _random_shape(pair: str) -> str | None:
+    """The random_pairs.py shape of a ``SHAPE-lora`` pair (None for the SmolLM2 pairs)."""
+    return pair[: -len(LORA_SUFFIX)] if pair.endswith(LORA_SUFFIX) else None
+
+
 def _pair_specs(task: dict) -> tuple[str, str]:
+    if _random_shape(task["pair"]):
+        return task["base"], f"{task['base']}+{task['adapter']}"  # the base, the base + its LoRA adapter
     if task["pair"] == "smollm2-backdoor":
         from tailscope.organisms.registry import DATA_DIR
 
@@ -73,6 +88,9 @@ def _pair_specs(task: dict) -> tuple[str, str]:
 def _prompts(task: dict):
     from tailscope.prompts import Prompt
 
+    if _random_shape(task["pair"]):  # word-level tokenizer, no chat template: the text as it is
+        prompts = [Prompt(f"words{k}", text=" ".join(f"w{i}" for i in range(k, k + 16))) for k in (100, 200)]
+        return prompts, r"regex:\bw1\d\d\b"  # any of w100 … w199: about 1% per reply token
     if task["pair"] == "smollm2-backdoor":
         from tailscope.organisms.registry import DATA_DIR
         from tailscope.prompts import load_prompts
@@ -202,8 +220,13 @@ def child_measure(task: dict) -> dict:
     # at the bench's rows and at the sampler's default batch (64 rows); after the memory readings
     mixed = ([_mixed_vs_two_passes(pair, rows, task["mixed_steps"], task["repeats"]) for rows in (task["rows"], 64)]
              if task["way"] == "shared" and task["mixed_steps"] else None)
+    from tailscope.adapters import SharedModel
+
+    weights = pair.reference.model
+    weights = weights.shared.model if isinstance(weights, SharedModel) else weights
     result = {
         "way": task["way"], "reference": reference, "target": target, "shares_base": pair.shares_base,
+        "base_parameters": sum(w.numel() for n, w in weights.named_parameters() if "lora_" not in n),
         "load_s": round(load_s, 1), "before_load": before, "after_load": loaded,
         **peaks,
         "tokens_per_s": round(statistics.median(rates), 2), "tokens_per_s_runs": [round(r, 2) for r in rates],
@@ -238,6 +261,44 @@ def child_build_adapter(task: dict) -> dict:
             "refusal_score_after": round(result.refusal_score, 3), "kl_harmless": round(result.kl, 5),
             "harmful_prompts": len(harmful), "harmless_prompts": len(harmless),
             "search": "layers 8, 14; 2 positions" if task["fast"] else "every layer < 0.8 L; all post-instruction positions"}
+
+
+def child_build_random(task: dict) -> dict:
+    """A base of a random_pairs.py shape with random weights and a random LoRA adapter of it, saved."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from peft import LoraConfig, get_peft_model
+    from random_pairs import SHAPES, TOKENIZER_SIZE, config, word_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    shape = _random_shape(task["pair"])
+    if shape not in SHAPES:
+        raise SystemExit(f"unknown shape {shape!r} in pair {task['pair']!r}; shapes: {', '.join(SHAPES)}")
+    start = time.perf_counter()
+    torch.manual_seed(task["seed"])
+    model = AutoModelForCausalLM.from_config(config(shape), dtype=torch.float32).eval()
+    # saved in bfloat16, as Qwen3's checkpoints are published, so that a float32 load converts each copy
+    # into its own memory; a float32 file loaded as float32 stays mapped from the file (copy-on-write),
+    # and two copies from one file then share the pages that the merged adapter leaves alone
+    model.to(torch.bfloat16).save_pretrained(task["base"], safe_serialization=True)
+    model.to(torch.float32)
+    word_tokenizer(TOKENIZER_SIZE.get(shape, SHAPES[shape]["vocab_size"])).save_pretrained(task["base"])
+    model.config.name_or_path = task["base"]  # the adapter's base_model_name_or_path
+    peft_model = get_peft_model(model, LoraConfig(**LORA, lora_dropout=0.0))
+    gen = torch.Generator().manual_seed(task["seed"] + 1)
+    with torch.no_grad():
+        for name, w in peft_model.named_parameters():
+            if "lora_B" in name:
+                w.copy_(torch.randn(w.shape, generator=gen) * LORA_B_STD)
+    peft_model.save_pretrained(task["adapter"])
+    size = sum(f.stat().st_size for f in Path(task["base"]).glob("*.safetensors"))
+    return {"pair": task["pair"], "shape": shape, "config": SHAPES[shape], "checkpoint_dtype": "bfloat16",
+            "parameters": sum(w.numel() for n, w in peft_model.named_parameters() if "lora_" not in n),
+            "lora": {**LORA, "b_std": LORA_B_STD, "parameters": sum(w.numel() for n, w in peft_model.named_parameters()
+                                                                   if "lora_" in n)},
+            "safetensors_mb": round(size / 2**20, 1), "seconds": round(time.perf_counter() - start, 1)}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -280,7 +341,7 @@ def compare(pair: str, shared: list[dict], copies: list[dict], tol: float) -> di
 
     wall, cpu = speed("tokens_per_s"), speed("tokens_per_cpu_s")
     return {
-        "pair": pair, "reference": s["reference"], "target": s["target"],
+        "pair": pair, "reference": s["reference"], "target": s["target"], "base_parameters": c["base_parameters"],
         "memory_ratio": ratio(lambda w: w["peak_rss_mb"]),
         "memory_ratio_above_runtime": ratio(lambda w: w["peak_rss_mb"] - w["before_load"]["rss_mb"]),
         "sampling_memory_ratio": ratio(lambda w: w["sampling_peak_rss_mb"]),
@@ -306,7 +367,8 @@ def compare(pair: str, shared: list[dict], copies: list[dict], tol: float) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fast", action="store_true", help="a small abliteration search and fewer tokens (minutes on one core)")
-    ap.add_argument("--pairs", default="smollm2-backdoor,smollm2-abliterated")
+    ap.add_argument("--pairs", default="smollm2-backdoor,smollm2-abliterated,qwen3-0.6b-lora",
+                    help="comma-separated: smollm2-backdoor, smollm2-abliterated, SHAPE-lora (a random_pairs.py shape)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each subprocess")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32")
@@ -316,7 +378,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:  # a subprocess: do one task, write its result over the task file
         task = json.loads(Path(args.child).read_text())
-        result = child_measure(task) if task["kind"] == "measure" else child_build_adapter(task)
+        result = {"measure": child_measure, "build": child_build_adapter, "build_random": child_build_random}[
+            task["kind"]](task)
         Path(args.child).write_text(json.dumps(result))
         return
 
@@ -327,7 +390,7 @@ def main() -> None:
               "seed": args.seed, **size}
     order = ("shared", "copies") if args.fast else ("shared", "copies", "copies", "shared")
     load_start = os.getloadavg()
-    results, build = [], None
+    results, build, random_builds = [], None, []
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs.split(","):
             task = {**common, "pair": pair}
@@ -335,6 +398,11 @@ def main() -> None:
                 task["adapter"] = str(Path(tmp) / "abliterated")
                 build = _spawn({"kind": "build", "threads": args.threads, "fast": args.fast, "adapter": task["adapter"]})
                 print("built the abliteration adapter:", json.dumps(build), file=sys.stderr)
+            elif _random_shape(pair):
+                task["base"], task["adapter"] = str(Path(tmp) / pair / "base"), str(Path(tmp) / pair / "adapter")
+                random_builds.append(_spawn({"kind": "build_random", "threads": args.threads, "seed": args.seed,
+                                             "pair": pair, "base": task["base"], "adapter": task["adapter"]}))
+                print("built the random pair:", json.dumps(random_builds[-1]), file=sys.stderr)
             ways: dict[str, list[dict]] = {"shared": [], "copies": []}
             for i, way in enumerate(order):
                 ways[way].append(_spawn({**task, "way": way, "mixed_steps": task["mixed_steps"] if i == 0 else 0}))
@@ -352,6 +420,7 @@ def main() -> None:
                     "load_average_start": [round(x, 2) for x in load_start],
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "abliteration_adapter": build,
+        "random_pairs": random_builds,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

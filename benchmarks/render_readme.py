@@ -424,11 +424,26 @@ def harmbench_table(data: dict) -> str:
     return "\n\n".join(parts) + f"\n\n`{data['command']}` — {data['protocol_summary']}" + (f" {notes}" if notes else "")
 
 
+def _params(n: int | None) -> str:
+    if not n:
+        return "–"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def _targets_met(r: dict, t: dict) -> str:
+    memory = r["memory_ratio"] <= t["memory_ratio_max"]
+    speed = r["tokens_per_s_ratio"] >= t["tokens_per_s_ratio_min"]
+    return ("memory yes" if memory else "memory **no**") + ", " + ("tok/s yes" if speed else "tok/s **no**")
+
+
 def memory_table(data: dict) -> str:
-    rows = ["| pair (reference / target) | peak RSS: one base / two copies | memory ratio (above the runtime) "
-            "| path sampler tok/s: one base / two copies | tok/s ratio (CPU-time ratio) | same rollouts, estimates "
-            "| one mixed-adapter batch ÷ two passes (rows per role) |",
-            "|---|---|---|---|---|---|---|"]
+    t = data["targets"]
+    rows = ["| pair (reference / target) | base parameters | peak RSS: one base / two copies "
+            "| memory ratio (above the runtime) | path sampler tok/s: one base / two copies "
+            "| tok/s ratio (CPU-time ratio) | targets met (memory ≤ {m}, tok/s ≥ {s}) | same rollouts, estimates "
+            "| one mixed-adapter batch ÷ two passes (rows per role) |".format(
+                m=t["memory_ratio_max"], s=t["tokens_per_s_ratio_min"]),
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
         s, c = r["shared"][0], r["copies"][0]
         mixed = ", ".join(f"{m['mixed_over_two_passes']:.2f}× ({m['rows_per_role']})" for m in r["mixed_batch"] or [])
@@ -436,21 +451,32 @@ def memory_table(data: dict) -> str:
             "yes" if r["identical_estimates"] else "within 1e-4" if r["estimates_within_1e-4"] else
             f"**no**: {r['estimate_rollouts_diverged']} of {r['estimate_rollouts']} estimate rollouts drew another "
             "token (a float32 difference at an inverse-CDF boundary)")
-        rows.append(f"| {r['pair']} | {s['peak_rss_mb']:,.0f} / {c['peak_rss_mb']:,.0f} MB | **{r['memory_ratio']:.2f}** "
-                    f"({r['memory_ratio_above_runtime']:.2f}) | {_fmt(r['tokens_per_s']['shared'])} / "
-                    f"{_fmt(r['tokens_per_s']['copies'])} | **{r['tokens_per_s_ratio']:.2f}** "
-                    f"({r['tokens_per_cpu_s_ratio']:.2f}) | {same} | {mixed or '–'} |")
-    m, t, first = data["machine"], data["targets"], data["results"][0]["shared"][0]
-    runtime = first["before_load"]["rss_mb"]
+        rows.append(f"| {r['pair']} | {_params(r.get('base_parameters'))} | {s['peak_rss_mb']:,.0f} / "
+                    f"{c['peak_rss_mb']:,.0f} MB | **{r['memory_ratio']:.2f}** ({r['memory_ratio_above_runtime']:.2f}) "
+                    f"| {_fmt(r['tokens_per_s']['shared'])} / {_fmt(r['tokens_per_s']['copies'])} "
+                    f"| **{r['tokens_per_s_ratio']:.2f}** ({r['tokens_per_cpu_s_ratio']:.2f}) | {_targets_met(r, t)} "
+                    f"| {same} | {mixed or '–'} |")
+    m = data["machine"]
+    held = sorted(w["before_load"]["rss_mb"] for r in data["results"] for w in r["shared"] + r["copies"])
+    runtime = f"{held[0]:,.0f}" if round(held[0]) == round(held[-1]) else f"{held[0]:,.0f}–{held[-1]:,.0f}"
+    randoms = [
+        f"`{b['pair']}` is the `{b['shape']}` shape of benchmarks/random_pairs.py ({b['config']['num_hidden_layers']} layers, width "
+        f"{b['config']['hidden_size']}, vocabulary {b['config']['vocab_size']:,}) with random weights, saved as a "
+        f"{b['checkpoint_dtype']} checkpoint and loaded in {data['settings']['dtype']} (each copy then its own "
+        f"memory), against it + a random LoRA adapter (r = {b['lora']['r']}, α = {b['lora']['lora_alpha']} on "
+        f"{'/'.join(x.split('_')[0] for x in b['lora']['target_modules'])}, B ~ N(0, {b['lora']['b_std']}²), "
+        f"{b['lora']['parameters']:,} parameters); its prompts are two 16-word texts of the shape's "
+        "word-level vocabulary, its judge a regular expression."
+        for b in data.get("random_pairs") or []]
     return "\n".join(rows) + (
         f"\n\n`{data['command']}` — each way in a fresh subprocess, {m['cpu_threads']} torch thread(s), "
         f"{data['settings']['dtype']}, torch {m['torch']}, peft {m['peft']}; α = {data['alpha']:g}, "
         f"{data['settings']['rows']} rows × ≤ {data['settings']['tokens']} tokens, seed {data['settings']['seed']}, "
         f"the same prompts both ways; load average {m['load_average_start'][0]:.1f} at the start, "
         f"{m['load_average_end'][0]:.1f} at the end. Peak RSS is `ru_maxrss` of the whole subprocess, loading "
-        f"included; \"above the runtime\" leaves out the {runtime:,.0f} MB the process held before loading "
-        f"(Python, torch, transformers, peft), which no sharing can save. Targets: memory ≤ {t['memory_ratio_max']}, "
-        f"tok/s ≥ {t['tokens_per_s_ratio_min']}.")
+        f"included; \"above the runtime\" leaves out the {runtime} MB each process held before loading "
+        f"(Python, torch, transformers, peft), which no sharing can save. "
+        + " ".join(randoms)).rstrip()
 
 
 def _held_out_coverage() -> tuple[dict[str, float | None], str]:
