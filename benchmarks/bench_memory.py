@@ -1,6 +1,6 @@
 """One base in memory against two full copies: peak memory, path-sampler tokens/s, identical results.
 
-Two pairs, each loaded two ways, each way in a fresh subprocess (so that its peak resident set,
+Each pair loaded two ways, each way in a fresh subprocess (so that its peak resident set,
 ``resource.getrusage(...).ru_maxrss``, and its peak CUDA memory on a GPU, belong to that way alone):
 
 * ``smollm2-backdoor``: SmolLM2-135M-Instruct against SmolLM2 + the organism's LoRA adapter;
@@ -341,7 +341,9 @@ def compare(pair: str, shared: list[dict], copies: list[dict], tol: float) -> di
 
     wall, cpu = speed("tokens_per_s"), speed("tokens_per_cpu_s")
     return {
-        "pair": pair, "reference": s["reference"], "target": s["target"], "base_parameters": c["base_parameters"],
+        # the base's parameters as the shared way holds them: a copy with an adapter on the embedding merged in
+        # has its LM head untied (its own copy of that matrix) and counts more
+        "pair": pair, "reference": s["reference"], "target": s["target"], "base_parameters": s["base_parameters"],
         "memory_ratio": ratio(lambda w: w["peak_rss_mb"]),
         "memory_ratio_above_runtime": ratio(lambda w: w["peak_rss_mb"] - w["before_load"]["rss_mb"]),
         "sampling_memory_ratio": ratio(lambda w: w["sampling_peak_rss_mb"]),

@@ -432,18 +432,20 @@ def _params(n: int | None) -> str:
 
 def _targets_met(r: dict, t: dict) -> str:
     memory = r["memory_ratio"] <= t["memory_ratio_max"]
-    speed = r["tokens_per_s_ratio"] >= t["tokens_per_s_ratio_min"]
+    # on a shared machine the wall clock moves with the other jobs; a ratio counts only if CPU time agrees
+    speed = min(r["tokens_per_s_ratio"], r["tokens_per_cpu_s_ratio"]) >= t["tokens_per_s_ratio_min"]
     return ("memory yes" if memory else "memory **no**") + ", " + ("tok/s yes" if speed else "tok/s **no**")
 
 
 def memory_table(data: dict) -> str:
     t = data["targets"]
     rows = ["| pair (reference / target) | base parameters | peak RSS: one base / two copies "
-            "| memory ratio (above the runtime) | path sampler tok/s: one base / two copies "
-            "| tok/s ratio (CPU-time ratio) | targets met (memory ≤ {m}, tok/s ≥ {s}) | same rollouts, estimates "
+            "| memory ratio (above the runtime) | peak while sampling: ratio (above the runtime) "
+            "| path sampler tok/s: one base / two copies "
+            "| tok/s ratio (CPU-time ratio) | targets met (memory ≤ {m}, tok/s ≥ {s} on both clocks) | same rollouts, estimates "
             "| one mixed-adapter batch ÷ two passes (rows per role) |".format(
                 m=t["memory_ratio_max"], s=t["tokens_per_s_ratio_min"]),
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
         s, c = r["shared"][0], r["copies"][0]
         mixed = ", ".join(f"{m['mixed_over_two_passes']:.2f}× ({m['rows_per_role']})" for m in r["mixed_batch"] or [])
@@ -451,8 +453,9 @@ def memory_table(data: dict) -> str:
             "yes" if r["identical_estimates"] else "within 1e-4" if r["estimates_within_1e-4"] else
             f"**no**: {r['estimate_rollouts_diverged']} of {r['estimate_rollouts']} estimate rollouts drew another "
             "token (a float32 difference at an inverse-CDF boundary)")
-        rows.append(f"| {r['pair']} | {_params(r.get('base_parameters'))} | {s['peak_rss_mb']:,.0f} / "
+        rows.append(f"| {r['pair']} | {_params(s.get('base_parameters'))} | {s['peak_rss_mb']:,.0f} / "
                     f"{c['peak_rss_mb']:,.0f} MB | **{r['memory_ratio']:.2f}** ({r['memory_ratio_above_runtime']:.2f}) "
+                    f"| {r['sampling_memory_ratio']:.2f} ({r['sampling_memory_ratio_above_runtime']:.2f}) "
                     f"| {_fmt(r['tokens_per_s']['shared'])} / {_fmt(r['tokens_per_s']['copies'])} "
                     f"| **{r['tokens_per_s_ratio']:.2f}** ({r['tokens_per_cpu_s_ratio']:.2f}) | {_targets_met(r, t)} "
                     f"| {same} | {mixed or '–'} |")
@@ -474,7 +477,8 @@ def memory_table(data: dict) -> str:
         f"{data['settings']['rows']} rows × ≤ {data['settings']['tokens']} tokens, seed {data['settings']['seed']}, "
         f"the same prompts both ways; load average {m['load_average_start'][0]:.1f} at the start, "
         f"{m['load_average_end'][0]:.1f} at the end. Peak RSS is `ru_maxrss` of the whole subprocess, loading "
-        f"included; \"above the runtime\" leaves out the {runtime} MB each process held before loading "
+        f"included; \"peak while sampling\" is the peak from the end of loading on (`VmHWM` after a reset), which leaves out "
+        f"loading's transients; \"above the runtime\" leaves out the {runtime} MB each process held before loading "
         f"(Python, torch, transformers, peft), which no sharing can save. "
         + " ".join(randoms)).rstrip()
 

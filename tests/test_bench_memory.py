@@ -43,11 +43,13 @@ def test_unknown_shape_is_refused(tmp_path):
                                   "adapter": str(tmp_path / "a")})
 
 
-def _result(pair: str, memory: float, speed: float, params: int) -> dict:
-    way = {"peak_rss_mb": 1000.0, "before_load": {"rss_mb": 304.0}}
+def _result(pair: str, memory: float, speed: float, params: int, cpu: float | None = None) -> dict:
+    cpu = speed if cpu is None else cpu
+    way = {"peak_rss_mb": 1000.0, "before_load": {"rss_mb": 304.0}, "base_parameters": params}
     return {"pair": pair, "base_parameters": params, "memory_ratio": memory, "memory_ratio_above_runtime": memory,
+            "sampling_memory_ratio": memory, "sampling_memory_ratio_above_runtime": memory,
             "tokens_per_s": {"shared": 10.0, "copies": 10.0}, "tokens_per_s_ratio": speed,
-            "tokens_per_cpu_s_ratio": speed, "identical_rollouts": True, "identical_estimates": True,
+            "tokens_per_cpu_s_ratio": cpu, "identical_rollouts": True, "identical_estimates": True,
             "estimates_within_1e-4": True, "mixed_batch": None, "shared": [way], "copies": [way]}
 
 
@@ -58,8 +60,11 @@ def test_memory_table_says_per_pair_whether_the_targets_are_met():
             "targets": {"memory_ratio_max": 0.6, "tokens_per_s_ratio_min": 0.95},
             "machine": {"cpu_threads": 1, "torch": "t", "peft": "p", "load_average_start": [1.0],
                         "load_average_end": [1.0]},
-            "results": [_result("small", 0.69, 1.05, 134_515_008), _result("large", 0.55, 0.90, 596_049_920)]}
+            "results": [_result("small", 0.69, 1.05, 134_515_008), _result("large", 0.55, 0.90, 596_049_920),
+                        _result("loaded", 0.60, 1.30, 596_049_920, cpu=0.90)]}
     rows = {line.split(" | ")[0].strip("| "): line for line in render.memory_table(data).splitlines()
-            if line.startswith("| small") or line.startswith("| large")}
+            if line.startswith(("| small", "| large", "| loaded"))}
     assert "| 135M |" in rows["small"] and "memory **no**, tok/s yes" in rows["small"]
     assert "| 596M |" in rows["large"] and "memory yes, tok/s **no**" in rows["large"]
+    # a wall-clock ratio that CPU time does not confirm (other jobs slowed one way) does not count
+    assert "memory yes, tok/s **no**" in rows["loaded"]
