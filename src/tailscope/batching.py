@@ -68,8 +68,9 @@ def row_bytes(pair: Any, tokens: int) -> int:
 
 
 def auto_batch_size(pair: Any, max_new_tokens: int, *, free: int | None = None) -> int:
-    """The starting batch size of ``batch_size="auto"`` (see the module docstring); ``free``
-    overrides the device's free bytes."""
+    """The starting batch size of ``batch_size="auto"`` (see the module docstring). ``free``
+    overrides the device's free bytes, and then the CPU cap (``AUTO_CPU_ROWS``) is not applied
+    either: the caller has said how much memory there is."""
     device = pair.device
     per_row = row_bytes(pair, PROMPT_TOKENS + max_new_tokens)
     rows = int(MEMORY_SHARE * (free if free is not None else free_memory(device)) // per_row)

@@ -35,6 +35,12 @@ class Bar:
     def set(self, completed: int) -> None:
         self._progress.update(self._task, completed=min(completed, self.total))
 
+    def at_least(self, completed: int) -> None:
+        """Move up to ``completed`` if behind it (work found done in a run store, which never ticks)."""
+        now = next(t.completed for t in self._progress.tasks if t.id == self._task)
+        if completed > now:
+            self.set(completed)
+
     def finish(self) -> None:
         self._progress.update(self._task, completed=self.total)
 

@@ -124,10 +124,14 @@ def estimate(
         with progress_bar(f"{method}: {len(inputs.prompts)} prompts × {budget:,}", len(inputs.prompts) * budget) as bar:
             source = StoreSource(store, inputs.sampler, inputs.judge, progress=bar)
 
+            finished = 0
+
             def done(i: int, est) -> None:  # every prompt's estimator runs at once, their draws batched together
-                nonlocal warned
+                nonlocal warned, finished
                 store.record_estimate(method, est, prompt_id=est.prompt_id)
+                finished += 1
                 bar(max(0, budget - est.total_rollouts))  # the budget it left unspent
+                bar.at_least(finished * budget)  # a resumed run: rollouts already stored never ticked
                 if not warned and est.upper_bound_only:
                     warned = True
                     console.print(f"[yellow]warning:[/] {_no_hit_hint(method, est, organism)}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..prompts import Prompt
 from ..rollout import Proposal
-from ._registry import estimate as run_estimator
+from ._registry import get_estimator
 
 __all__ = ["estimate_many"]
 MAX_AT_ONCE = 512  # prompts estimated together (one thread each); more go in waves of this many
@@ -118,14 +118,13 @@ def estimate_many(
             done = None if on_done is None else (lambda i, e, start=start: on_done(start + i, e))
             out += estimate_many(method, source, prompts[start:start + MAX_AT_ONCE], budget, on_done=done, **settings)
         return out
-    call = (lambda src, p: run_estimator(method, src, p, budget, **settings)) if isinstance(method, str) else (
-        lambda src, p: method(src, p, budget, **settings))
+    fn = get_estimator(method) if isinstance(method, str) else method  # an unknown name fails here, once
     hub = _Hub(source, running=len(prompts))
     out: list[Any] = [None] * len(prompts)
 
     def work(i: int) -> None:
         try:
-            result = call(_PromptSource(hub), prompts[i])
+            result = fn(_PromptSource(hub), prompts[i], budget, **settings)
         except _Cancelled:
             result, error = None, None
         except BaseException as e:  # handed to the calling thread, raised there
