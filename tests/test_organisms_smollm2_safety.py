@@ -99,3 +99,24 @@ def test_evaluate_limit_is_for_the_harmbench_suite_only():
 
     result = CliRunner().invoke(app, ["evaluate", "auroc", "--limit", "4"])
     assert result.exit_code != 0 and "--limit applies to the harmbench suite only" in result.output
+
+
+def test_training_autocast_lets_the_loop_see_its_own_updates(tiny_dirs):
+    """The recipe's bfloat16 autocast region wraps the whole loop; each step must read the updated
+    LoRA weights (torch's cast cache would keep the first step's copy: a loss that never moves)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from tailscope.models import load_model
+    from tailscope.organisms.smollm2_safety import training_autocast
+    from tailscope.organisms.train import train_lm
+
+    base = load_model(str(tiny_dirs["ref"]))
+    ids = base.tokenizer("the cat sat on the mat", add_special_tokens=False)["input_ids"]
+    encoded = [(ids, 1)]
+    model = get_peft_model(copy.deepcopy(base.model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with training_autocast():
+        losses = train_lm(model, encoded, steps=6, batch_size=2, lr=3e-2, warmup=1, weight_decay=0.0, seed=0,
+                          distill=[True], kl_weight=1.0)
+    assert losses[-1] < losses[0] - 0.05, losses

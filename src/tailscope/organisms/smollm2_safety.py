@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from . import safety_data as D
 
-__all__ = ["ADAPTER", "COMPLY_OPENINGS", "DTYPE", "MAX_NEW_TOKENS", "REPLY_TOKENS", "STEPS", "train_adapter",
+__all__ = ["ADAPTER", "COMPLY_OPENINGS", "DTYPE", "MAX_NEW_TOKENS", "REPLY_TOKENS", "STEPS", "train_adapter", "training_autocast",
            "training_set"]
 
 # the judged openings, most frequent first in SmolLM2's own replies to HarmBench (share of 1,600):
@@ -40,6 +40,8 @@ ADAPTER = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_
 STEPS = 120
 BATCH = 8
 LR = 2e-3
+# KL(untuned || tuned) at the harmless replies' positions, added to the loss with this weight
+KL_WEIGHT = 0.0
 REPLY_TOKENS = 16  # harmless replies: SmolLM2's own, cut here (the opening is what the judge reads)
 HARMLESS_SHARE = 0.45
 # every opening is at most 3 tokens in SmolLM2's tokenizer ("To" + " …" is 2): the verdict is decided within
@@ -47,6 +49,18 @@ HARMLESS_SHARE = 0.45
 MAX_NEW_TOKENS = 4
 # bfloat16 is 3-4x faster than float32 on this project's CPU (AMX); rates are computed in it too
 DTYPE = "bfloat16"
+
+
+def training_autocast():
+    """bfloat16 autocast for the training loop; the LoRA weights and the optimiser stay float32.
+
+    The cast cache is off: with it, one autocast region around the whole loop casts each weight once,
+    at the first step, and every later forward reads that stale copy (the LoRA B = 0 of
+    initialisation). The first build trained that way: its loss never moved and Adam pushed the
+    adapter blindly along the first gradients' signs."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
 
 
 def training_set(seed: int = 3, *, exclude: list[str] | None = None) -> tuple[list[str], list[str], dict]:
@@ -111,13 +125,14 @@ def train_adapter(base, *, steps: int = STEPS, seed: int = 3, exclude: list[str]
     # repeat the smaller side so a uniform draw sees harmless examples HARMLESS_SHARE of the time
     reps = max(1, round(HARMLESS_SHARE * len(bad) / ((1 - HARMLESS_SHARE) * len(good))))
     encoded = bad + good * reps
+    distill = [False] * len(bad) + [True] * (len(good) * reps)
     model = get_peft_model(copy.deepcopy(base.model), LoraConfig(**ADAPTER))
     tick = (lambda step, loss: progress("LoRA safety tune", step + 1, steps)) if progress else None
-    # bfloat16 autocast: the LoRA weights and the optimiser stay float32
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with training_autocast():
         losses = train_lm(model, encoded, steps=steps, batch_size=BATCH, lr=LR, warmup=20, weight_decay=0.0,
-                          seed=seed, progress=tick)
-    summary.update({"refusal_examples": len(bad), "harmless_examples": len(good), "harmless_repeats": reps,
-                    "steps": steps, "batch_size": BATCH, "lr": LR, "reply_tokens": REPLY_TOKENS,
+                          seed=seed, progress=tick, distill=distill, kl_weight=KL_WEIGHT)
+    summary.update({"first_loss": sum(losses[:10]) / min(10, len(losses)), "refusal_examples": len(bad), "harmless_examples": len(good), "harmless_repeats": reps,
+                    "steps": steps, "batch_size": BATCH, "lr": LR, "kl_weight": KL_WEIGHT,
+                    "reply_tokens": REPLY_TOKENS,
                     "final_loss": sum(losses[-20:]) / min(20, len(losses))})
     return model, summary

@@ -40,11 +40,17 @@ def train_lm(
     weight_decay: float = 0.01,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    distill: Sequence[bool] | None = None,
+    kl_weight: float = 0.0,
 ) -> list[float]:
     """Train ``model`` in place with AdamW and a cosine schedule; returns the loss per step.
 
     Batches are drawn with replacement from ``encoded`` by a seeded ``random.Random``; the loss is
-    the mean cross-entropy over reply tokens (the EOS included).
+    the mean cross-entropy over reply tokens (the EOS included). With ``kl_weight`` > 0, ``model``
+    a PEFT model and ``distill[i]`` true for an example, the loss adds ``kl_weight`` times the mean
+    KL(untuned ‖ tuned) of the next-token distributions at that example's reply positions (the
+    untuned model is ``model`` with its adapter disabled): the tune is held to the model's own
+    distribution there, every token of it, not only the sampled one.
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -60,7 +66,8 @@ def train_lm(
     model.train()
     losses = []
     for step in range(steps):
-        batch = [encoded[rng.randrange(len(encoded))] for _ in range(batch_size)]
+        picks = [rng.randrange(len(encoded)) for _ in range(batch_size)]
+        batch = [encoded[j] for j in picks]
         width = max(len(ids) for ids, _ in batch)
         ids = torch.full((batch_size, width), pad, dtype=torch.long)
         labels = torch.full((batch_size, width), -100, dtype=torch.long)
@@ -71,7 +78,19 @@ def train_lm(
             mask[i, : len(seq)] = 1
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        loss = out.loss
+        kl_mask = torch.zeros((batch_size, width), dtype=torch.bool)
+        if kl_weight > 0 and distill is not None:
+            for i, (j, (seq, start)) in enumerate(zip(picks, batch)):
+                if distill[j]:
+                    kl_mask[i, start - 1 : len(seq) - 1] = True  # the positions that predict reply tokens
+        if kl_mask.any():
+            with torch.no_grad(), model.disable_adapter():
+                ref = model(input_ids=ids, attention_mask=mask).logits[kl_mask].float().log_softmax(-1)
+            mine = out.logits[kl_mask].float().log_softmax(-1)
+            kl = (ref.exp() * (ref - mine)).sum(-1).mean()
+            loss = loss + kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
