@@ -41,7 +41,7 @@ STEPS = 120
 BATCH = 8
 LR = 2e-3
 # KL(untuned || tuned) at the harmless replies' positions, added to the loss with this weight
-KL_WEIGHT = 0.0
+KL_WEIGHT = 1.0
 REPLY_TOKENS = 16  # harmless replies: SmolLM2's own, cut here (the opening is what the judge reads)
 HARMLESS_SHARE = 0.45
 # every opening is at most 3 tokens in SmolLM2's tokenizer ("To" + " …" is 2): the verdict is decided within
