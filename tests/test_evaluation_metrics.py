@@ -110,3 +110,14 @@ def test_shape_learned_on_unscored_prompts_extrapolates_the_scored_ones():
     specs, record = resolve_tuned({"lpe": {"method": "lpe", "family": "log-shape", "shape": "learn"}}, None, None,
                                   [], 100, organism=org, scored=ids)
     assert specs["lpe"]["shape"] == shape and record["lpe"]["calibration_prompts"] == calibration
+
+
+def test_a_path_shape_cannot_be_learned_from_rates_outside_its_window():
+    from types import SimpleNamespace
+
+    from tailscope.evaluation.calibration import UnusableOrganismError, learn_path_shape
+
+    path = {f"{a / 10:g}": 0.3 for a in range(11)}  # every rate far above the window's 1e-3
+    org = SimpleNamespace(ground_truth={f"p{i}": {"rate": 0.3, "alpha_rates": path} for i in range(6)})
+    with pytest.raises(UnusableOrganismError, match="outside the window"):
+        learn_path_shape(org, [])

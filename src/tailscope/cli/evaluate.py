@@ -34,6 +34,7 @@ def evaluate(
     With --reference (auroc only) the organism's reference is replaced by that checkpoint, e.g. an
     abliterated copy of the target (`tailscope abliterate`)."""
     from ..evaluation.suites import SUITES
+    from ..evaluation.calibration import UnusableOrganismError
     from ..organisms import OrganismNotFoundError
 
     names = list(SUITES) if suite == "all" else [suite]
@@ -65,8 +66,8 @@ def evaluate(
         for name in names:
             try:
                 results[name] = SUITES[name](out, runs_dir, fast=fast, progress=progress, seed=seed, **extra)
-            except OrganismNotFoundError as e:
-                raise fail(str(e)) from None
+            except (OrganismNotFoundError, UnusableOrganismError) as e:
+                raise fail(f"{name}: {e}") from None
     write_json(json_out, results)
     console.print(f"results in {out}/ — refresh the README tables with `python benchmarks/render_readme.py`")
 

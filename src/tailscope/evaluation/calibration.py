@@ -26,13 +26,18 @@ import numpy as np
 
 from ..prompts import Prompt
 
-__all__ = ["LEARN", "TUNE", "calibration_split", "learn_path_shape", "needs_tuning", "resolve_tuned"]
+__all__ = ["LEARN", "TUNE", "UnusableOrganismError", "calibration_split", "learn_path_shape", "needs_tuning",
+           "resolve_tuned"]
 
 TUNE, LEARN = "tune", "learn"
 
 
 def needs_tuning(methods: dict[str, dict[str, Any]]) -> bool:
     return any(v in (TUNE, LEARN) for spec in methods.values() for v in spec.values())
+
+
+class UnusableOrganismError(ValueError):
+    """The organism's ground truth cannot serve a suite's protocol (e.g. no rates in the window it needs)."""
 
 
 def learn_path_shape(organism: Any, scored: Sequence[str], window: tuple[float, float] = (1e-5, 1e-3)):
@@ -50,8 +55,8 @@ def learn_path_shape(organism: Any, scored: Sequence[str], window: tuple[float, 
             rows.append([np.log(max(path[f"{a:g}"], 1e-300)) for a in alphas])
             ids.append(pid)
     if len(rows) < 3:
-        raise ValueError(f"learning a path shape needs 3 calibration prompts with a rate at α = {last} in "
-                         f"{window}, have {len(rows)}")
+        raise UnusableOrganismError(f"learning a path shape needs 3 calibration prompts with a rate at α = {last} in "
+                                    f"{window}, have {len(rows)}: this organism's rates are outside the window")
     return learn_shape(alphas, np.array(rows)), ids
 
 
